@@ -1,0 +1,468 @@
+"""Metadata-only de-identification throughput on one core, side by side.
+
+Contenders, each timed over the whole corpus (read from disk, de-identify,
+write to a fresh output directory on the same disk):
+
+1. ``pydicom round trip``: ``dcmread`` + ``save_as``; the floor.
+2. ``dicognito``: ``dcmread`` + ``dicognito.anonymizer.Anonymizer().anonymize`` + ``save_as``.
+3. ``veil``: ``dcmread`` + ``pipeline.engine.deidentify(ds, compiled, keyring, in_place=True)``
+   + ``save_as``, with the ``dicom-basic`` profile; also ``hipaa-safe-harbor`` and
+   ``dicom-basic`` + ``clean-descriptors``.
+
+Method: the process is pinned to one CPU; every contender gets one untimed
+warm-up pass (page cache, imports, lazy tables), then ``--repeat`` timed passes,
+interleaved round-robin across contenders; the median pass is reported.
+Profiles, keyrings and anonymizers are built outside the timed loop. Every
+write uses ``save_as(path, enforce_file_format=True)``. Outputs go to the page
+cache (no fsync), as for every contender alike. After timing, the header bytes
+(everything before Pixel Data) of every output of the last pass are scanned,
+case-insensitively, for the PHI strings the corpus generator wrote.
+
+Run ``python -m benchmarks.bench_metadata [--count 200] [--repeat 3] [--corpus DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import datetime as dt
+import importlib
+import io
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from collections.abc import Sequence as SequenceABC
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from benchmarks.corpus import Corpus, load_or_generate
+
+__all__ = ["Contender", "PassResult", "main", "run_pass", "scan_for_phi"]
+
+#: A de-identification step applied in place to a dataset read from disk;
+#: it may return a dataset to write instead of the input.
+DeidFn = Callable[[Dataset], Dataset | None]
+
+_PIXEL_TAGS = (b"\xe0\x7f\x10\x00OW", b"\xe0\x7f\x10\x00OB")
+
+
+@dataclass
+class Contender:
+    """One tool under test.
+
+    Attributes
+    ----------
+    key : str
+        Short identifier used by ``--contenders``.
+    label : str
+        Name printed in the table.
+    make : callable
+        Builds the per-dataset step (``None`` for the plain round trip); called
+        outside the timed loop, once per pass.
+    deidentifies : bool
+        Whether outputs must be free of corpus PHI.
+    """
+
+    key: str
+    label: str
+    make: Callable[[], DeidFn | None]
+    deidentifies: bool = True
+    runs: list[PassResult] = field(default_factory=list)
+
+    @property
+    def median_s(self) -> float:
+        """Median wall time of the timed passes, in seconds."""
+        return statistics.median(r.total_s for r in self.runs)
+
+    @property
+    def median_deid_s(self) -> float:
+        """Median time spent inside the de-identification step, in seconds."""
+        return statistics.median(r.deid_s for r in self.runs)
+
+
+@dataclass
+class PassResult:
+    """Timing of one pass over the corpus."""
+
+    total_s: float
+    deid_s: float
+    out_dir: Path
+
+
+def run_pass(files: SequenceABC[Path], out_dir: Path, step: DeidFn | None) -> PassResult:
+    """Read, de-identify and write every file; return the timings.
+
+    Parameters
+    ----------
+    files : sequence of Path
+        Input files.
+    out_dir : Path
+        Fresh output directory (created here).
+    step : callable or None
+        De-identification applied to each dataset; ``None`` for a plain round trip.
+    """
+    out_dir.mkdir(parents=True)
+    clock = time.perf_counter
+    deid = 0.0
+    start = clock()
+    for path in files:
+        ds: Dataset = pydicom.dcmread(path)
+        if step is not None:
+            t0 = clock()
+            result = step(ds)
+            deid += clock() - t0
+            if result is not None:
+                ds = result
+        ds.save_as(out_dir / path.name, enforce_file_format=True)
+    return PassResult(clock() - start, deid, out_dir)
+
+
+def _header_bytes(data: bytes) -> bytes:
+    """Return the bytes before the top-level Pixel Data element (all of it if absent)."""
+    cut = max(data.rfind(tag) for tag in _PIXEL_TAGS)
+    return data if cut < 0 else data[:cut]
+
+
+def scan_for_phi(out_dir: Path, phi: SequenceABC[str]) -> dict[str, list[str]]:
+    """Scan the header bytes of every output file for the given PHI strings.
+
+    Returns
+    -------
+    dict
+        File name → PHI strings found in it (case-insensitive); empty when clean.
+    """
+    needles = [(p, p.lower().encode("latin-1")) for p in phi if len(p) >= 3]
+    leaks: dict[str, list[str]] = {}
+    for path in sorted(out_dir.glob("*.dcm")):
+        header = _header_bytes(path.read_bytes()).lower()
+        found = [p for p, needle in needles if needle in header]
+        if found:
+            leaks[path.name] = found
+    return leaks
+
+
+def locate_phi(path: Path, phi: SequenceABC[str]) -> list[str]:
+    """Return ``"element: string"`` for every PHI string found in a file's elements."""
+    needles = [p for p in phi if len(p) >= 3]
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    found: list[str] = []
+    for elem in [*ds.file_meta.iterall(), *ds.iterall()]:
+        if elem.VR == "SQ":
+            continue
+        text = str(elem.value).lower()
+        name = elem.keyword or f"{elem.tag} {elem.name}"
+        found.extend(f"{name}: {p}" for p in needles if p.lower() in text)
+    return sorted(set(found))
+
+
+def _check_outputs(out_dir: Path, corpus: Corpus) -> tuple[int, int]:
+    """Return (readable outputs, outputs whose SOP Instance UID changed)."""
+    originals = {}
+    for path in corpus.files:
+        originals[path.name] = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+    readable = changed = 0
+    for path in sorted(out_dir.glob("*.dcm")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # counted as unreadable
+            continue
+        readable += 1
+        if ds.get("SOPInstanceUID") != originals.get(path.name):
+            changed += 1
+    return readable, changed
+
+
+def _dicognito_factory() -> DeidFn:
+    from dicognito.anonymizer import Anonymizer
+
+    anonymizer = Anonymizer()  # library defaults; one instance per pass, as its docs advise
+
+    def step(ds: Dataset) -> None:
+        anonymizer.anonymize(ds)
+
+    return step
+
+
+def _veil_factory(profile: str, options: SequenceABC[str] = ()) -> Callable[[], DeidFn]:
+    from pipeline.keys import Keyring
+    from pipeline.profile import compile_profile, load_profile
+
+    # Imported by name so that the module stays importable while the engine is absent.
+    deidentify = importlib.import_module("pipeline.engine").deidentify
+
+    compiled = compile_profile(load_profile(profile, options=list(options)))
+    keyring = Keyring.generate()
+
+    def make() -> DeidFn:
+        def step(ds: Dataset) -> Dataset | None:
+            result = deidentify(ds, compiled, keyring, in_place=True)
+            out = getattr(result, "dataset", result)  # DeidResult.dataset
+            return out if isinstance(out, Dataset) else None
+
+        return step
+
+    return make
+
+
+def build_contenders(selected: SequenceABC[str] | None) -> tuple[list[Contender], str | None]:
+    """Return the contenders to run and, if Veil could not be set up, why."""
+    contenders = [
+        Contender("roundtrip", "pydicom round trip", lambda: None, deidentifies=False),
+        Contender("dicognito", "dicognito", _dicognito_factory),
+    ]
+    veil_error: str | None = None
+    veil_specs = [
+        ("veil", "veil (dicom-basic)", "dicom-basic", ()),
+        ("veil-hipaa", "veil (hipaa-safe-harbor)", "hipaa-safe-harbor", ()),
+        (
+            "veil-clean",
+            "veil (dicom-basic + clean-descriptors)",
+            "dicom-basic",
+            ("clean-descriptors",),
+        ),
+    ]
+    for key, label, profile, options in veil_specs:
+        if selected and key not in selected:
+            continue
+        try:
+            contenders.append(Contender(key, label, _veil_factory(profile, options)))
+        except Exception as exc:  # engine missing or not ready yet
+            veil_error = veil_error or f"{type(exc).__name__}: {exc}"
+    if selected:
+        contenders = [c for c in contenders if c.key in selected]
+    return contenders, veil_error
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _version(module: str) -> str:
+    try:
+        mod = __import__(module)
+    except ImportError:
+        return "not installed"
+    return str(getattr(mod, "__version__", "?"))
+
+
+def machine_facts() -> dict[str, str]:
+    """Return the facts a result must be recorded with."""
+    return {
+        "date": dt.date.today().isoformat(),
+        "cpu": _cpu_model(),
+        "cores": str(os.cpu_count()),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "pydicom": pydicom.__version__,
+        "dicognito": _version("dicognito"),
+        "numpy": _version("numpy"),
+        "veil": _version("pipeline"),
+        "load average (1/5/15 min) at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def _pin_one_cpu(cpu: int | None) -> int:
+    allowed = sorted(os.sched_getaffinity(0))
+    chosen = allowed[-1] if cpu is None else cpu
+    os.sched_setaffinity(0, {chosen})
+    return chosen
+
+
+@contextlib.contextmanager
+def _workdir(parent: Path | None) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="veil-bench-", dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _fmt_ratio(value: float) -> str:
+    return f"{value:.2f}×"
+
+
+def render_table(contenders: SequenceABC[Contender], n_files: int) -> str:
+    """Return the result table as Markdown."""
+    base = next((c for c in contenders if c.key == "roundtrip"), None)
+    dcg = next((c for c in contenders if c.key == "dicognito"), None)
+    lines = [
+        "| contender | files/s | ms/file | de-id ms/file | runs (s) "
+        "| time vs round trip | dicognito time / this |",
+        "|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for c in contenders:
+        t = c.median_s
+        vs_rt = _fmt_ratio(t / base.median_s) if base else "n/a"
+        vs_dcg = _fmt_ratio(dcg.median_s / t) if dcg else "n/a"
+        runs = ", ".join(f"{r.total_s:.2f}" for r in c.runs)
+        deid = f"{1000 * c.median_deid_s / n_files:.2f}" if c.key != "roundtrip" else "–"
+        lines.append(
+            f"| {c.label} | {n_files / t:.1f} | {1000 * t / n_files:.2f} | {deid} | {runs} "
+            f"| {vs_rt} | {vs_dcg} |"
+        )
+    return "\n".join(lines)
+
+
+def _profile_pass(contender: Contender, files: SequenceABC[Path], out_dir: Path, top: int) -> str:
+    profiler = cProfile.Profile()
+    step = contender.make()
+    profiler.enable()
+    run_pass(files, out_dir, step)
+    profiler.disable()
+    buf = io.StringIO()
+    stats = pstats.Stats(profiler, stream=buf)
+    stats.sort_stats("cumulative").print_stats(top)
+    return buf.getvalue()
+
+
+def main(argv: SequenceABC[str] | None = None) -> int:
+    """Command-line entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_metadata",
+        description="Metadata-only de-identification throughput on one core.",
+    )
+    parser.add_argument("--count", type=int, default=200, help="corpus size (default 200)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed passes (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="corpus directory to reuse or create (default: a temporary one)",
+    )
+    parser.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: last)")
+    parser.add_argument(
+        "--contenders",
+        default=None,
+        help="comma list among roundtrip,dicognito,veil,veil-hipaa,veil-clean (default: all)",
+    )
+    parser.add_argument(
+        "--profile-top",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also cProfile one pass of veil (dicom-basic); print the top N by cumulative time",
+    )
+    args = parser.parse_args(argv)
+    if args.count < 1 or args.repeat < 1:
+        parser.error("--count and --repeat must be positive")
+    selected = args.contenders.split(",") if args.contenders else None
+
+    cpu = _pin_one_cpu(args.cpu)
+    facts = machine_facts()
+    print("# Metadata-only throughput")
+    print(
+        "command: python -m benchmarks.bench_metadata "
+        + " ".join(sys.argv[1:] if argv is None else argv)
+    )
+    for key, value in facts.items():
+        print(f"{key}: {value}")
+    print(f"pinned to CPU {cpu} (sched_setaffinity); affinity {sorted(os.sched_getaffinity(0))}")
+
+    contenders, veil_error = build_contenders(selected)
+    if veil_error:
+        print(f"NOTE: Veil contender unavailable ({veil_error}); running the others.")
+
+    with _workdir(args.corpus.parent if args.corpus else None) as work:
+        corpus_dir = args.corpus if args.corpus else work / "corpus"
+        t0 = time.perf_counter()
+        corpus, reused = load_or_generate(corpus_dir, args.count, args.seed)
+        action = "reused" if reused else f"generated in {time.perf_counter() - t0:.1f} s"
+        print(
+            f"corpus: {len(corpus.files)} CT files 512x512x16 bit, explicit VR LE, "
+            f"{corpus.bytes_total / 2**20:.1f} MiB, {corpus.elements_per_file:.0f} "
+            f"elements/file (nested included), seed {corpus.seed}; {action}; at {corpus_dir}"
+        )
+        print(
+            f"method: 1 untimed warm-up pass per contender, then {args.repeat} timed passes "
+            "round-robin; median reported; time.perf_counter around the whole "
+            "read+de-id+write loop; fresh output directory per pass under "
+            f"{work / 'out'} (same disk, page cache, no fsync)"
+        )
+        out_root = work / "out"
+        files = corpus.files
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a tool's warnings must not cost terminal I/O
+            for c in contenders:
+                run_pass(files, out_root / f"{c.key}-warm", c.make())
+                shutil.rmtree(out_root / f"{c.key}-warm")
+            for r in range(args.repeat):
+                for c in contenders:
+                    step = c.make()
+                    if c.runs:  # keep only the latest pass's outputs on disk
+                        shutil.rmtree(c.runs[-1].out_dir)
+                    c.runs.append(run_pass(files, out_root / f"{c.key}-{r}", step))
+                    print(
+                        f"  pass {r + 1}/{args.repeat} {c.label}: {c.runs[-1].total_s:.3f} s",
+                        flush=True,
+                    )
+
+        print()
+        print(render_table(contenders, len(files)))
+        print()
+        base = next((c for c in contenders if c.key == "roundtrip"), None)
+        dcg = next((c for c in contenders if c.key == "dicognito"), None)
+        print(
+            "PHI check (header bytes of every output of the last pass, "
+            f"{len(corpus.phi)} corpus PHI strings, case-insensitive):"
+        )
+        for c in contenders:
+            out_dir = c.runs[-1].out_dir
+            leaks = scan_for_phi(out_dir, corpus.phi)
+            readable, changed = _check_outputs(out_dir, corpus)
+            verdict = (
+                "expected (no de-identification)"
+                if not c.deidentifies
+                else ("CLEAN" if not leaks else "LEAKS")
+            )
+            print(
+                f"  {c.label}: {len(leaks)}/{len(files)} files contain corpus PHI — {verdict}; "
+                f"{readable} readable, {changed} with a new SOP Instance UID"
+            )
+            if c.deidentifies and leaks:
+                first = sorted(leaks)[0]
+                where = locate_phi(out_dir / first, corpus.phi)
+                more = " …" if len(where) > 16 else ""
+                print(f"    in {first}: " + "; ".join(where[:16]) + more)
+        veil = next((c for c in contenders if c.key == "veil"), None)
+        if veil and base and dcg:
+            rt_ratio = veil.median_s / base.median_s
+            dcg_ratio = dcg.median_s / veil.median_s
+            print()
+            print(
+                f"targets: faster than dicognito: {'MET' if dcg_ratio > 1 else 'NOT MET'} "
+                f"({dcg_ratio:.2f}×); within 1.5× of the round trip: "
+                f"{'MET' if rt_ratio <= 1.5 else 'NOT MET'} ({rt_ratio:.2f}×)"
+            )
+        if args.profile_top:
+            if veil is None:
+                print("--profile-top: the veil contender is not available")
+            else:
+                print()
+                print(
+                    f"cProfile of one veil (dicom-basic) pass, top {args.profile_top} "
+                    "by cumulative time:"
+                )
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    print(_profile_pass(veil, files, out_root / "profile", args.profile_top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

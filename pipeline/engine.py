@@ -1,0 +1,312 @@
+"""De-identify one pydicom Dataset with a compiled profile. Pure: no file or network I/O."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from pipeline import __version__, dates
+from pipeline.actions import (
+    HANDLERS,
+    AttributeAction,
+    DeidContext,
+    Pseudonym,
+    clean_string,
+    describe_actions,
+)
+from pipeline.errors import DeidError
+from pipeline.keys import Keyring
+from pipeline.profile.compiler import CompiledProfile, Decision
+from pipeline.selectors import format_tag
+from pipeline.text import HeaderContext, HeaderValueTagger, default_tagger
+from pipeline.vr import STRING_VRS, TEXT_VRS
+
+__all__ = ["AttributeAction", "DeidResult", "Pseudonym", "deidentify", "describe_actions", "plan"]
+
+log = logging.getLogger(__name__)
+
+#: Root of Veil's implementation UID (a 2.25 UID derived from the project's name).
+IMPLEMENTATION_UID = "2.25." + str(int.from_bytes(hashlib.sha256(b"veil").digest()[:16], "big"))
+#: VRs the residual sweep looks into (values that can carry copied identifiers).
+_SWEEP_VRS = STRING_VRS - {"UI", "DA", "DT", "TM", "DS", "IS", "AS"}
+#: Modalities and SOP classes whose pixels often carry burned-in text.
+_BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XA", "RF", "ES", "DX", "CR", "MG", "IO"})
+_FILE_META_DROP = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+_CLINICAL_TRIAL = {
+    "ClinicalTrialSponsorName": "sponsor_name",
+    "ClinicalTrialProtocolID": "protocol_id",
+    "ClinicalTrialProtocolName": "protocol_name",
+}
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    """A de-identified dataset and everything done to it."""
+
+    dataset: Dataset
+    actions: tuple[AttributeAction, ...]
+    warnings: tuple[str, ...]
+    pseudonyms: tuple[Pseudonym, ...]
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+
+
+def _patient_key(ds: Dataset) -> tuple[str, str]:
+    patient_id = str(ds.get("PatientID", "") or "").strip()
+    if patient_id:
+        issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
+        return f"id\x00{patient_id}\x00{issuer}", ""
+    name = str(ds.get("PatientName", "") or "").strip().upper()
+    birth = str(ds.get("PatientBirthDate", "") or "").strip()
+    if name:
+        return f"name\x00{name}\x00{birth}", "patient key from name and birth date"
+    study = str(ds.get("StudyInstanceUID", "") or "")
+    return f"study\x00{study}", "no patient identity: pseudonyms and date shift keyed by study"
+
+
+def _reference_date(ds: Dataset) -> dt.date | None:
+    for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
+        value = str(ds.get(keyword, "") or "")
+        if value.strip():
+            try:
+                return dates.parse_da(value)
+            except ValueError:
+                continue
+    return None
+
+
+def _element_vr(ds: Dataset, tag: int) -> str:
+    raw = ds.get_item(tag)
+    vr = getattr(raw, "VR", None)
+    if not vr or vr in ("US or SS", "US or OW", "OB or OW", "US or SS or OW"):
+        vr = ds[tag].VR
+    return str(vr)
+
+
+def _creator(ds: Dataset, tag: int) -> str | None:
+    slot = (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
+    if slot not in ds:
+        return None
+    value = ds[slot].value
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+class _Walker:
+    """Applies decisions to every element, recursing into sequences."""
+
+    def __init__(self, ctx: DeidContext, sweep: bool) -> None:
+        self.ctx = ctx
+        self.compiled = ctx.compiled
+        self.sweep = sweep and not ctx.header.empty
+
+    def walk(self, ds: Dataset, prefix: str, deep: bool) -> None:
+        creators: list[int] = []
+        for base_tag in list(ds.keys()):
+            tag = int(base_tag)
+            element = tag & 0xFFFF
+            path = f"{prefix}{format_tag(tag)}"
+            if element == 0:
+                del ds[tag]  # group lengths are retired and recomputed by readers
+                continue
+            private = bool((tag >> 16) & 1)
+            if private and element < 0x100:
+                creators.append(tag)
+                continue
+            vr = _element_vr(ds, tag)
+            creator = _creator(ds, tag) if private else None
+            if private and creator is None:
+                del ds[tag]
+                self.ctx.record(path, tag, vr, "drop", "private", "private element without creator")
+                continue
+            decision = self.compiled.decide(tag, vr, creator)
+            self.apply(ds, tag, vr, decision, path, deep)
+        for tag in creators:
+            block = (tag & 0xFF) << 8
+            group = tag & 0xFFFF0000
+            if not any(group | block <= int(t) <= group | block | 0xFF for t in ds):
+                del ds[tag]
+
+    def apply(
+        self, ds: Dataset, tag: int, vr: str, decision: Decision, path: str, deep: bool
+    ) -> None:
+        action = decision.action
+        if action in ("keep", "clean") and vr == "SQ":
+            inner = deep or action == "clean"
+            if action == "clean":
+                self.ctx.record(path, tag, vr, "clean", decision.source, "items cleaned")
+            for index, item in enumerate(ds[tag].value or []):
+                self.walk(item, f"{path}[{index}].", inner)
+            return
+        if action == "keep":
+            if deep and vr in TEXT_VRS and not decision.source.startswith("rule:"):
+                found = clean_string(ds, tag, vr, self.ctx, self.ctx.tagger)
+                if found:
+                    note = f"{found} span(s)"
+                    self.ctx.record(path, tag, vr, "clean", "structured-content", note)
+            elif self.sweep and vr in _SWEEP_VRS and not decision.source.startswith("rule:"):
+                found = clean_string(ds, tag, vr, self.ctx, self.ctx.header_tagger)
+                if found:
+                    self.ctx.record(path, tag, vr, "clean", "sweep", "header value copied here")
+            return
+        handler = HANDLERS.get(action)
+        if handler is None:
+            raise DeidError(f"no handler for action {action!r} at {format_tag(tag)}")
+        handler(ds, tag, vr, decision, self.ctx, path)
+
+
+def _context(ds: Dataset, compiled: CompiledProfile, keyring: Keyring) -> tuple[DeidContext, str]:
+    retain_institution = "retain-institution-identity" in compiled.options
+    header = HeaderContext.from_dataset(ds, include_institution=not retain_institution)
+    patient_key, note = _patient_key(ds)
+    subject = None
+    if compiled.trial is not None:
+        patient_id = str(ds.get("PatientID", "") or "").strip()
+        subject = compiled.trial.get(patient_id)
+        if subject is None:
+            raise DeidError("patient is not listed in the trial mapping; not de-identified")
+    ctx = DeidContext(
+        keyring=keyring,
+        compiled=compiled,
+        header=header,
+        tagger=default_tagger(),
+        header_tagger=HeaderValueTagger(),
+        patient_key=patient_key,
+        reference_date=_reference_date(ds),
+        subject=subject,
+        pseudo_id=keyring.text("patient-id", patient_key, 16),
+    )
+    return ctx, note
+
+
+def _warnings(ds: Dataset, compiled: CompiledProfile) -> list[str]:
+    warnings = []
+    if "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        burned = str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES"
+        modality = str(ds.get("Modality", "") or "").upper()
+        if burned or modality in _BURNED_IN_MODALITIES:
+            why = "BurnedInAnnotation is YES" if burned else f"modality {modality} often has it"
+            warnings.append(
+                f"pixel data may hold burned-in text ({why}); pixels were left unchanged: "
+                "review required"
+            )
+    else:
+        warnings.append("no pixel data: metadata only")
+    return warnings
+
+
+def _finish(ds: Dataset, compiled: CompiledProfile, ctx: DeidContext) -> None:
+    if ctx.subject is not None:
+        trial = compiled.profile.trial
+        for keyword, setting in _CLINICAL_TRIAL.items():
+            value = getattr(trial, setting)
+            if value:
+                setattr(ds, keyword, value)
+        ds.ClinicalTrialSubjectID = ctx.subject.subject_id
+        ds.ClinicalTrialSiteID = ctx.subject.site_id
+        if ctx.subject.site_name:
+            ds.ClinicalTrialSiteName = ctx.subject.site_name
+        ds.PatientID = ctx.subject.subject_id
+        ds.PatientName = ctx.subject.subject_id
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = [
+        f"Veil {__version__}"[:64],
+        f"profile {compiled.name} sha256:{compiled.content_hash[:16]}"[:64],
+    ]
+    items = []
+    for code, meaning in compiled.codes:
+        item = Dataset()
+        item.CodeValue = code
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = Sequence(items)
+    ds.LongitudinalTemporalInformationModified = compiled.temporal
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        for tag in _FILE_META_DROP:
+            if tag in meta:
+                del meta[tag]
+        if "SOPInstanceUID" in ds:
+            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        if "SOPClassUID" in ds:
+            meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.ImplementationClassUID = IMPLEMENTATION_UID
+        meta.ImplementationVersionName = f"VEIL_{__version__}"[:16]
+
+
+def deidentify(
+    ds: Dataset, compiled: CompiledProfile, keyring: Keyring, *, in_place: bool = False
+) -> DeidResult:
+    """De-identify ``ds`` with ``compiled``; return the result and what was done.
+
+    Parameters
+    ----------
+    ds
+        The dataset (with ``file_meta`` when it comes from a file).
+    compiled
+        A compiled profile (:func:`pipeline.profile.compile_profile`).
+    keyring
+        The secret key that all pseudonyms derive from.
+    in_place
+        Modify ``ds`` itself instead of a deep copy (faster; the caller owns ``ds``).
+
+    Raises
+    ------
+    DeidError
+        When any element cannot be handled; the dataset must then not be written.
+    """
+    if not in_place:
+        ds = copy.deepcopy(ds)
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if not str(ds.get(keyword, "") or "").strip():
+            raise DeidError(f"missing {keyword}")
+    ctx, note = _context(ds, compiled, keyring)
+    warnings = _warnings(ds, compiled)
+    if note:
+        warnings.append(note)
+    walker = _Walker(ctx, compiled.profile.residual_sweep)
+    try:
+        walker.walk(ds, "", deep=False)
+    except DeidError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        raise DeidError(f"cannot process an element ({type(exc).__name__})") from exc
+    _finish(ds, compiled, ctx)
+    pseudonyms = [Pseudonym(kind, orig, new) for (kind, orig), new in ctx.pseudonyms.items()]
+    if ctx.subject is None:
+        pseudonyms.append(Pseudonym("patient", ctx.patient_key.split("\x00")[1], ctx.pseudo_id))
+    return DeidResult(
+        dataset=ds,
+        actions=tuple(ctx.actions),
+        warnings=tuple(warnings),
+        pseudonyms=tuple(pseudonyms),
+        study_uid=str(ds.StudyInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        sop_uid=str(ds.SOPInstanceUID),
+    )
+
+
+def plan(ds: Dataset, compiled: CompiledProfile, keyring: Keyring) -> tuple[AttributeAction, ...]:
+    """Dry run: every element with the action the profile would take (``ds`` unchanged)."""
+    result = deidentify(ds, compiled, keyring)
+    changed = {a.path for a in result.actions}
+    kept = []
+    for element in ds.iterall():
+        tag = int(element.tag)
+        if tag & 0xFFFF == 0:
+            continue
+        path = format_tag(tag)
+        if path not in changed and element.tag.group != 0x0002:
+            kept.append(
+                AttributeAction(path, path, element.keyword, element.VR, "keep", "profile")
+            )
+    return result.actions + tuple(kept)
+
+

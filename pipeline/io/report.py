@@ -1,0 +1,172 @@
+"""The JSON job report and the private pseudonym map, both written atomically.
+
+Neither may live inside the output folder: source paths and the map's
+original values can be PHI, and the output folder is what gets shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from pipeline.engine import AttributeAction, Pseudonym
+from pipeline.errors import VeilError
+
+__all__ = [
+    "STATUSES",
+    "ActionEntry",
+    "FileEntry",
+    "JobInfo",
+    "JobReport",
+    "UsageError",
+    "ensure_outside",
+    "write_json_atomic",
+    "write_map",
+    "write_report",
+]
+
+Status = Literal["ok", "failed", "skipped", "duplicate"]
+STATUSES: tuple[Status, ...] = ("ok", "failed", "skipped", "duplicate")
+
+
+class UsageError(VeilError, ValueError):
+    """The command line asks for something unsafe or impossible."""
+
+
+class ActionEntry(BaseModel):
+    """One action on one attribute (never its value)."""
+
+    path: str
+    tag: str
+    keyword: str
+    vr: str
+    action: str
+    source: str
+    note: str = ""
+
+    @classmethod
+    def of(cls, action: AttributeAction) -> ActionEntry:
+        """Convert an engine action record."""
+        return cls(
+            path=action.path,
+            tag=action.tag,
+            keyword=action.keyword,
+            vr=action.vr,
+            action=action.action,
+            source=action.source,
+            note=action.note,
+        )
+
+
+class FileEntry(BaseModel):
+    """What happened to one input file."""
+
+    source: str
+    output: str | None = None
+    status: Status
+    reason: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+    actions: list[ActionEntry] = Field(default_factory=list)
+
+
+class ProfileInfo(BaseModel):
+    """The profile a job ran with."""
+
+    name: str
+    content_hash: str
+    options: list[str] = Field(default_factory=list)
+
+
+class KeyInfo(BaseModel):
+    """The key a job ran with (its fingerprint only)."""
+
+    fingerprint: str
+    ephemeral: bool
+
+
+class JobInfo(BaseModel):
+    """Job-level facts and counts."""
+
+    veil_version: str
+    profile: ProfileInfo
+    key: KeyInfo
+    output_dir: str
+    started_at: str
+    ended_at: str
+    duration_s: float
+    files_per_s: float
+    counts: dict[str, int]
+
+
+class JobReport(BaseModel):
+    """The whole report: job facts and one entry per input."""
+
+    job: JobInfo
+    files: list[FileEntry]
+
+    @property
+    def failed(self) -> int:
+        """Number of failed inputs."""
+        return self.job.counts.get("failed", 0)
+
+
+def ensure_outside(
+    path: str | os.PathLike[str], out_dir: str | os.PathLike[str], what: str
+) -> Path:
+    """Return ``path`` resolved; raise :class:`UsageError` if it is inside ``out_dir``."""
+    resolved = Path(path).resolve()
+    root = Path(out_dir).resolve()
+    if resolved == root or resolved.is_relative_to(root):
+        raise UsageError(f"the {what} must not be inside the output folder (it can contain PHI)")
+    return resolved
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: object, *, mode: int = 0o600) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".veil-tmp-{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_report(report: JobReport, path: str | os.PathLike[str]) -> None:
+    """Write the report (mode 0600: source paths can be PHI)."""
+    write_json_atomic(path, report.model_dump(mode="json"))
+
+
+def write_map(
+    pseudonyms: Iterable[Pseudonym],
+    path: str | os.PathLike[str],
+    *,
+    key_fingerprint: str,
+    profile: str,
+) -> None:
+    """Write the private original -> pseudonym map (mode 0600; it IS PHI)."""
+    unique = sorted({(p.kind, p.original, p.pseudonym) for p in pseudonyms})
+    write_json_atomic(
+        path,
+        {
+            "warning": "This file links pseudonyms to original identifiers: keep it private.",
+            "key_fingerprint": key_fingerprint,
+            "profile": profile,
+            "entries": [{"kind": k, "original": o, "pseudonym": n} for k, o, n in unique],
+        },
+    )

@@ -1,0 +1,153 @@
+"""Pydantic models of a profile file (schema_version 1). Unknown keys are errors."""
+
+from __future__ import annotations
+
+import string
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.selectors import parse_selector
+
+SCHEMA_VERSION = 1
+
+#: Actions a rule may name; each is described by its handler in ``pipeline.actions``.
+RULE_ACTIONS = (
+    "drop", "empty", "dummy", "keep", "clean", "uid-remap", "hash", "replace", "date-shift",
+    "generalize",
+)
+#: Fields a ``replace`` template may use.
+TEMPLATE_FIELDS = frozenset({"pseudo_id", "subject_id", "site_id", "keyword"})
+#: Options that need pixel redaction, which this version does not implement.
+PIXEL_OPTIONS = frozenset({"clean-pixel-data", "clean-recognizable-visual-features"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rule(_Strict):
+    """One tag-level rule: a selector and the action applied to what it selects."""
+
+    select: str
+    action: str
+    value: str | None = None
+    length: int | None = Field(default=None, ge=4, le=64)
+    band_years: int | None = Field(default=None, ge=1, le=50)
+    max_age: int | None = Field(default=None, ge=1, le=150)
+    granularity: Literal["year", "month"] | None = None
+    note: str | None = None
+
+    @field_validator("select")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        parse_selector(value)
+        return value
+
+    @field_validator("action")
+    @classmethod
+    def _action(cls, value: str) -> str:
+        if value not in RULE_ACTIONS:
+            raise ValueError(f"unknown action {value!r}; expected one of {', '.join(RULE_ACTIONS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _parameters(self) -> Rule:
+        allowed = {
+            "replace": {"value"},
+            "hash": {"length"},
+            "generalize": {"band_years", "max_age", "granularity"},
+        }.get(self.action, set())
+        for field in ("value", "length", "band_years", "max_age", "granularity"):
+            if getattr(self, field) is not None and field not in allowed:
+                raise ValueError(f"parameter {field!r} does not apply to action {self.action!r}")
+        if self.action == "replace":
+            if self.value is None:
+                raise ValueError("action 'replace' needs a 'value'")
+            check_template(self.value)
+        return self
+
+
+def check_template(template: str) -> None:
+    """Raise ValueError if a replace template uses an unknown or malformed field."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"malformed template: {exc}") from exc
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in TEMPLATE_FIELDS or spec or conversion:
+            raise ValueError(
+                f"unknown template field {{{field}}}; expected one of "
+                + ", ".join(sorted(TEMPLATE_FIELDS))
+            )
+
+
+class DateSettings(_Strict):
+    """Per-patient date shift range, in days (the offset is keyed and deterministic)."""
+
+    shift_min_days: int | None = Field(default=None, ge=-36500, le=36500)
+    shift_max_days: int | None = Field(default=None, ge=-36500, le=36500)
+
+
+class TrialSettings(_Strict):
+    """Clinical trial de-identification: subject and site IDs from a mapping CSV."""
+
+    mapping_csv: str | None = None
+    patient_id_column: str | None = None
+    subject_id_column: str | None = None
+    site_id_column: str | None = None
+    site_name_column: str | None = None
+    sponsor_name: str | None = Field(default=None, max_length=64)
+    protocol_id: str | None = Field(default=None, max_length=64)
+    protocol_name: str | None = Field(default=None, max_length=64)
+
+
+def _check_selector(value: str) -> str:
+    parse_selector(value)
+    return value
+
+
+def _check_option(value: str) -> str:
+    from pipeline.standard import options as standard_options
+
+    known = [name for name in standard_options() if name != "basic"]
+    if value not in known:
+        raise ValueError(f"unknown option {value!r}; expected one of {', '.join(known)}")
+    return value
+
+
+class ProfileDocument(_Strict):
+    """One profile file as written, before ``extends`` is resolved."""
+
+    schema_version: int
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=40)
+    description: str | None = None
+    extends: str | None = None
+    enabled: bool | None = None
+    compliance: list[str] = Field(default_factory=list)
+    options: list[Annotated[str, AfterValidator(_check_option)]] = Field(default_factory=list)
+    unlisted: Literal["keep", "remove"] | None = None
+    unlisted_keep: list[Annotated[str, AfterValidator(_check_selector)]] | None = None
+    residual_sweep: bool | None = None
+    dates: DateSettings | None = None
+    trial: TrialSettings | None = None
+    rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(
+                f"unsupported schema_version {value}; this Veil reads {SCHEMA_VERSION}"
+            )
+        return value
+

@@ -1,0 +1,193 @@
+"""Tagging the file's own header values (certain PHI) wherever they recur in text."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from pipeline.text.context import HeaderContext
+from pipeline.text.dates import find_dates
+from pipeline.text.spans import PhiSpan, absorb_initials, fold
+from pipeline.text.vocabulary import clinical_vocabulary
+
+logger = logging.getLogger(__name__)
+
+_CONFIDENCE = 0.99
+_LETTER_BEFORE = r"(?<![^\W\d_])"
+_LETTER_AFTER = r"(?![^\W\d_])"
+_NAME_SEP = r"[\s^=,.'’-]+"
+_ID_SEPARATORS = re.compile(r"[-\s./_#:]+")
+_ID_GAP = r"[-\s./_#]?"
+_WORDS = re.compile(r"[^\W_]+")
+#: Words of institution names that identify nothing on their own.
+_INSTITUTION_WORDS = frozenset({
+    "HOSPITAL", "HOSPITALS", "HOSP", "MEDICAL", "MED", "MEDICINE", "CENTER", "CENTRE", "CTR",
+    "CLINIC", "CLINICS", "CLINICAL", "HEALTH", "HEALTHCARE", "CARE", "UNIVERSITY", "UNIV",
+    "COLLEGE", "SCHOOL", "INSTITUTE", "FOUNDATION", "GENERAL", "MEMORIAL", "COMMUNITY",
+    "REGIONAL", "COUNTY", "CHILDREN", "CHILDRENS", "SAINT", "ST", "MOUNT", "MT", "DEPARTMENT",
+    "DEPT", "RADIOLOGY", "IMAGING", "SYSTEM", "NETWORK", "GROUP", "ASSOCIATES", "PRACTICE",
+    "INFIRMARY", "TRUST", "NHS", "KLINIKUM", "KLINIK", "CHU", "CENTRO", "OSPEDALE", "HOPITAL",
+    "ZIEKENHUIS", "UNIVERSITAIR", "UNIVERSITY'S", "INC", "LLC", "LTD",
+})
+#: Words of postal addresses that identify nothing on their own.
+_ADDRESS_WORDS = frozenset({
+    "STREET", "ST", "ROAD", "RD", "AVENUE", "AVE", "WAY", "LANE", "LN", "DRIVE", "DR",
+    "BOULEVARD", "BLVD", "COURT", "CT", "PLACE", "PL", "SUITE", "STE", "APT", "APARTMENT",
+    "UNIT", "FLOOR", "BUILDING", "BLDG", "NORTH", "SOUTH", "EAST", "WEST", "PO", "BOX", "CITY",
+    "STATE", "COUNTY", "HIGHWAY", "HWY", "SQUARE", "SQ", "TERRACE", "PARKWAY", "PKWY",
+})
+_EQUIVALENTS = {
+    "SAINT": r"(?:SAINT|ST\.?)", "ST": r"(?:SAINT|ST\.?)", "MOUNT": r"(?:MOUNT|MT\.?)",
+    "MT": r"(?:MOUNT|MT\.?)", "CENTER": r"(?:CENTER|CENTRE|CTR\.?)",
+    "CENTRE": r"(?:CENTER|CENTRE|CTR\.?)", "HOSPITAL": r"(?:HOSPITAL|HOSP\.?)",
+    "UNIVERSITY": r"(?:UNIVERSITY|UNIV\.?)",
+}
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    """The compiled regexes of one context."""
+
+    regexes: tuple[tuple[re.Pattern[str], str], ...]
+    uids: frozenset[str]
+
+
+class HeaderValueTagger:
+    """Tags the values of the file's own header (names, IDs, dates, institutions...).
+
+    Matching is case- and accent-insensitive, on token boundaries, tolerant of PN
+    separators (``^``, ``=``), of either name order, of dates in any supported
+    format, and of IDs written with or without separators or leading zeros.
+    The clinical vocabulary never protects a header name. Compiled matchers are
+    cached per context.
+    """
+
+    def tag(self, text: str, context: HeaderContext) -> tuple[PhiSpan, ...]:
+        """Return the spans of ``text`` that repeat a value of ``context``."""
+        if not text or context.empty:
+            return ()
+        folded = fold(text)
+        matcher = _matcher(context)
+        spans: list[PhiSpan] = []
+        for regex, entity in matcher.regexes:
+            spans.extend(
+                PhiSpan(m.start(), m.end(), entity, _CONFIDENCE, "header")
+                for m in regex.finditer(folded)
+            )
+        if matcher.uids:
+            spans.extend(_uid_spans(folded, matcher.uids))
+        if context.dates and any(ch.isdigit() for ch in text):
+            spans.extend(
+                PhiSpan(c.start, c.end, "DATE", _CONFIDENCE, "header")
+                for c in find_dates(folded, loose=True)
+                if c.matches(context.dates)
+            )
+        return absorb_initials(folded, spans)
+
+
+_UID_RUN = re.compile(r"(?<![\d.])\d[\d.]{8,}\d(?![\d.])")
+
+
+def _uid_spans(text: str, uids: frozenset[str]) -> Iterator[PhiSpan]:
+    for m in _UID_RUN.finditer(text):
+        if m.group(0) in uids:
+            yield PhiSpan(m.start(), m.end(), "ID", _CONFIDENCE, "header")
+
+
+@functools.lru_cache(maxsize=256)
+def _matcher(context: HeaderContext) -> _Matcher:
+    """Compile the regexes for one context (cached: one file's texts share it)."""
+    vocabulary = clinical_vocabulary()
+    regexes: list[tuple[re.Pattern[str], str]] = []
+    uids = frozenset(v for v in context.ids if re.fullmatch(r"\d+(?:\.\d+){3,}", v))
+
+    def add(alternatives: Iterable[str], entity: str, before: str, after: str) -> None:
+        alts = sorted({a for a in alternatives if a}, key=len, reverse=True)
+        if alts:
+            body = "|".join(alts)
+            regexes.append((re.compile(f"{before}(?:{body}){after}", re.IGNORECASE), entity))
+
+    add((_phrase(fold(n), _NAME_SEP) for n in context.names if len(n) >= 2),
+        "NAME", _LETTER_BEFORE, _LETTER_AFTER)
+    for value in context.ids - uids:
+        pattern = _id_pattern(fold(value))
+        if pattern is not None:
+            regexes.append((re.compile(pattern, re.IGNORECASE), "ID"))
+    inst = [fold(v) for v in context.institutions]
+    add(_place_patterns(inst, _INSTITUTION_WORDS, vocabulary, institution=True),
+        "INSTITUTION", _LETTER_BEFORE, _LETTER_AFTER)
+    emails = [v for v in context.other if "@" in v]
+    phones = [v for v in context.other if "@" not in v and _is_phone(v)]
+    places = [fold(v) for v in context.other - set(emails) - set(phones)]
+    add((re.escape(fold(v)) for v in emails), "EMAIL", r"(?<![\w.+-])", r"(?![\w-])")
+    add((_digits_pattern(v) for v in phones), "PHONE", r"(?<!\d)", r"(?!\d)")
+    add(_place_patterns(places, _ADDRESS_WORDS, vocabulary, institution=False),
+        "LOCATION", _LETTER_BEFORE, _LETTER_AFTER)
+    logger.debug("compiled header matcher with %d regexes", len(regexes))
+    return _Matcher(tuple(regexes), uids)
+
+
+def _phrase(value: str, separator: str) -> str:
+    """Return a regex for the words of ``value`` with any ``separator`` between them."""
+    words = _WORDS.findall(value.upper())
+    return separator.join(_EQUIVALENTS.get(w, re.escape(w)) for w in words)
+
+
+def _id_pattern(value: str) -> str | None:
+    """Return a regex for one ID, tolerant of separators and leading zeros."""
+    canonical = _ID_SEPARATORS.sub("", value.upper())
+    stripped = canonical.lstrip("0")
+    if len(canonical) < 3:
+        return None
+    if len(stripped) < 3:
+        stripped, zeros = canonical, ""
+    else:
+        zeros = "0*" if stripped[0].isdigit() else ""
+    body = zeros + _ID_GAP.join(re.escape(ch) for ch in stripped)
+    before = r"(?<!\d)(?<!\d[.,])" if stripped[0].isdigit() else r"(?<![A-Za-z0-9])"
+    after = r"(?!\d)(?![.,]\d)" if stripped[-1].isdigit() else r"(?![A-Za-z0-9])"
+    return before + body + after
+
+
+def _is_phone(value: str) -> bool:
+    digits = sum(ch.isdigit() for ch in value)
+    return digits >= 7 and re.fullmatch(r"[\d\s().+\-/xEXT]+", value.upper()) is not None
+
+
+def _digits_pattern(value: str) -> str:
+    digits = re.sub(r"\D", "", value)
+    return r"[\s().+\-/]*".join(digits)
+
+
+def _place_patterns(
+    values: Iterable[str], generic: frozenset[str], vocabulary: frozenset[str], *,
+    institution: bool,
+) -> Iterator[str]:
+    """Yield regexes for institution or address values.
+
+    The whole value, each comma-separated part of an address, and each
+    distinctive word (not generic, not clinical vocabulary, at least 4 letters)
+    with the generic words around it. A value with no distinctive word (e.g. a
+    department called "Radiology") identifies nobody and is not matched.
+    """
+    generic_alt = "|".join(sorted((_EQUIVALENTS.get(w, re.escape(w)) for w in generic),
+                                  key=len, reverse=True))
+    for value in values:
+        words = _WORDS.findall(value.upper())
+        distinctive = [
+            w for w in words
+            if len(w) >= 4 and w.isalpha() and w not in generic and w not in vocabulary
+        ]
+        if institution and not distinctive:
+            continue
+        yield _phrase(value, r"[\s^,.'’-]+")
+        if not institution:
+            for part in re.split(r"[,^;\n\r]+", value):
+                if len(part.strip()) >= 3:
+                    yield _phrase(part, r"[\s^,.'’-]+")
+        for word in distinctive:
+            around = rf"(?:(?:{generic_alt}|OF|THE)[\s,.'’-]+)*"
+            yield f"{around}{re.escape(word)}(?:[\\s,.'’-]+(?:{generic_alt}))*"

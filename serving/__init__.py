@@ -1,0 +1,1 @@
+"""Model serving (Ray Serve deployments). Filled in by the scale issue; nothing here yet."""

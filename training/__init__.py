@@ -1,0 +1,1 @@
+"""Model training (NER and text detector). Filled in by the training issue; nothing here yet."""
