@@ -398,9 +398,18 @@ def main(argv: SequenceABC[str] | None = None) -> int:
         files = corpus.files
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a tool's warnings must not cost terminal I/O
-            for c in contenders:
-                run_pass(files, out_root / f"{c.key}-warm", c.make())
+            for c in list(contenders):
+                try:
+                    run_pass(files, out_root / f"{c.key}-warm", c.make())
+                except Exception as exc:  # a contender that fails is reported, not timed
+                    print(
+                        f"DROPPED {c.label}: failed in the warm-up pass: "
+                        f"{type(exc).__name__}: {exc}"
+                    )
+                    contenders.remove(c)
                 shutil.rmtree(out_root / f"{c.key}-warm")
+            if not contenders:
+                return 1
             for r in range(args.repeat):
                 for c in contenders:
                     step = c.make()

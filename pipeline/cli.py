@@ -186,8 +186,8 @@ def _print_summary(report: JobReport, report_path: str | None, out: Console) -> 
     """Print the counts and the job facts."""
     job = report.job
     table = Table(title="veil deid", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value")
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
     for status, count in job.counts.items():
         style = "red" if status == "failed" and count else ""
         table.add_row(status, Text(str(count), style=style))
@@ -202,8 +202,8 @@ def _print_summary(report: JobReport, report_path: str | None, out: Console) -> 
     failed = [f for f in report.files if f.status == "failed"]
     if failed:
         fails = Table(title=f"failed inputs ({len(failed)})")
-        fails.add_column("source")
-        fails.add_column("reason")
+        fails.add_column("source", overflow="fold")
+        fails.add_column("reason", overflow="fold")
         for entry in failed[:20]:
             fails.add_row(Text(entry.source), Text(entry.reason or ""))
         out.print(fails)
@@ -215,7 +215,7 @@ def _cmd_profiles_list(args: argparse.Namespace, err: Console) -> int:
     """``veil profiles list``."""
     table = Table(title="built-in profiles")
     for column in ("name", "description", "compliance", "options"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for profile in list_profiles():
         table.add_row(
             Text(profile.name),
@@ -280,7 +280,7 @@ def _cmd_inspect(args: argparse.Namespace, err: Console) -> int:
     shown = [a for a in actions if args.all or a.action != "keep"]
     table = Table(title=f"{compiled.name}: {len(shown)} attribute(s)")
     for column in ("path", "tag", "keyword", "VR", "action", "source", "PHI", "value"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     flagged = 0
     for action in shown:
         value = _lookup(ds, action.path)

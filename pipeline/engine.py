@@ -112,8 +112,9 @@ class _Walker:
             tag = int(base_tag)
             element = tag & 0xFFFF
             path = f"{prefix}{format_tag(tag)}"
-            if element == 0:
-                del ds[tag]  # group lengths are retired and recomputed by readers
+            if element == 0 or tag >> 16 == 0:
+                # group lengths are retired; command elements never belong in a stored file
+                del ds[tag]
                 continue
             private = bool((tag >> 16) & 1)
             if private and element < 0x100:
@@ -130,14 +131,15 @@ class _Walker:
         for tag in creators:
             block = (tag & 0xFF) << 8
             group = tag & 0xFFFF0000
-            if not any(group | block <= int(t) <= group | block | 0xFF for t in ds):
+            if not any(group | block <= int(t) <= group | block | 0xFF for t in ds.keys()):  # noqa: SIM118 (iterating a Dataset yields elements)
                 del ds[tag]
 
     def apply(
         self, ds: Dataset, tag: int, vr: str, decision: Decision, path: str, deep: bool
     ) -> None:
         action = decision.action
-        if action in ("keep", "clean") and vr == "SQ":
+        if action in ("keep", "clean", "uid-remap") and vr == "SQ":
+            # U on a sequence (X/Z/U*): keep it; the UIDs in its items are remapped by theirs
             inner = deep or action == "clean"
             if action == "clean":
                 self.ctx.record(path, tag, vr, "clean", decision.source, "items cleaned")

@@ -22,11 +22,11 @@ _NEVER = {0x00080005}  # Specific Character Set: a planted value would break dec
 #: Every public, non-repeating text attribute of the data dictionary.
 TEXT_TAGS = sorted(
     tag for tag, entry in DicomDictionary.items()
-    if entry[0] in _TEXT_VRS and tag >> 16 not in (0x0002, 0xFFFE) and tag not in _NEVER
+    if entry[0] in _TEXT_VRS and tag >> 16 not in (0x0000, 0x0002, 0xFFFE) and tag not in _NEVER
 )
 SEQUENCE_TAGS = sorted(
     tag for tag, entry in DicomDictionary.items()
-    if entry[0] == "SQ" and tag >> 16 not in (0x0002, 0xFFFE)
+    if entry[0] == "SQ" and tag >> 16 not in (0x0000, 0x0002, 0xFFFE)
 )
 
 _WORD = st.text(alphabet="BCDFGHJKLMNPQRSTVWXZ", min_size=6, max_size=10)

@@ -75,10 +75,10 @@ def _ambiguous(match: re.Match[str]) -> tuple[tuple[Ymd, ...], bool]:
 
 
 def _named(match: re.Match[str]) -> tuple[tuple[Ymd, ...], bool]:
-    y = match.groupdict().get("y")
+    y: str | None = match.groupdict().get("y")
     month = _MONTHS[match.group("mon")[:3].upper()]
     year = int(y) if y else None
-    return ((year, month, int(match.group("d"))),), bool(y) and len(y) == 2
+    return ((year, month, int(match.group("d"))),), y is not None and len(y) == 2
 
 
 def _month_year(match: re.Match[str]) -> tuple[tuple[Ymd, ...], bool]:
@@ -108,7 +108,8 @@ _STRICT: tuple[tuple[re.Pattern[str], Handler], ...] = (
                 r"(?:[01]\d[0-5]\d(?:[0-5]\d(?:\.\d{1,6})?)?)?(?!\d)"), _ymd),
     # 2024-01-05, 2024/1/5, 2024.01.05
     (re.compile(_NOT_BEFORE + r"(?P<y>(?:18|19|20)\d\d)(?P<s>[-/.])(?P<m>\d{1,2})(?P=s)"
-                r"(?P<d>\d{1,2})(?!\d)(?![-/.]\d)"), _ymd),
+                r"(?P<d>\d{1,2})(?:T\d\d:?\d\d(?::?\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?"
+                r"(?!\d)(?![-/.]\d)"), _ymd),
     # 01/05/2024, 5-1-24, 05.01.2024, 5.1.2024, 05.01.24
     (re.compile(_NOT_BEFORE + r"(?P<a>\d{1,2})(?P<s>[-/])(?P<b>\d{1,2})(?P=s)"
                 r"(?P<y>(?:18|19|20)\d\d|\d\d)" + _NOT_AFTER), _ambiguous),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pipeline.text.context import HeaderContext
 from pipeline.text.dates import find_dates
-from pipeline.text.spans import PhiSpan, absorb_initials, fold
+from pipeline.text.spans import PhiSpan, absorb_initials, fold, merge_overlapping
 from pipeline.text.vocabulary import clinical_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class HeaderValueTagger:
                 for c in find_dates(folded, loose=True)
                 if c.matches(context.dates)
             )
-        return absorb_initials(folded, spans)
+        return merge_overlapping(absorb_initials(folded, spans))
 
 
 _UID_RUN = re.compile(r"(?<![\d.])\d[\d.]{8,}\d(?![\d.])")
@@ -133,7 +133,12 @@ def _matcher(context: HeaderContext) -> _Matcher:
 def _phrase(value: str, separator: str) -> str:
     """Return a regex for the words of ``value`` with any ``separator`` between them."""
     words = _WORDS.findall(value.upper())
-    return separator.join(_EQUIVALENTS.get(w, re.escape(w)) for w in words)
+    return separator.join(_EQUIVALENTS.get(w, _escape(w)) for w in words)
+
+
+def _escape(word: str) -> str:
+    """Escape one upper-cased word; ``SS`` also matches ``ß`` (``HEß`` upper-cases to ``HESS``)."""
+    return "(?:SS|ß|ẞ)".join(re.escape(piece) for piece in word.split("SS"))
 
 
 def _id_pattern(value: str) -> str | None:
@@ -168,26 +173,31 @@ def _place_patterns(
 ) -> Iterator[str]:
     """Yield regexes for institution or address values.
 
-    The whole value, each comma-separated part of an address, and each
-    distinctive word (not generic, not clinical vocabulary, at least 4 letters)
-    with the generic words around it. A value with no distinctive word (e.g. a
-    department called "Radiology") identifies nobody and is not matched.
+    The whole value; each comma-separated part of an address; each distinctive
+    word (not generic, not clinical vocabulary, at least 4 letters) with the
+    generic words around it; and each other non-generic word when it stands
+    next to a generic one (``St. Elsewhere``, ``Elsewhere Hospital``). An
+    institution made of generic words only (a department called "Radiology")
+    identifies nobody and is not matched.
     """
-    generic_alt = "|".join(sorted((_EQUIVALENTS.get(w, re.escape(w)) for w in generic),
-                                  key=len, reverse=True))
+    gen = "|".join(sorted((_EQUIVALENTS.get(w, re.escape(w)) for w in generic),
+                          key=len, reverse=True))
+    sep = r"[\s,.'’-]+"
+    prefix = rf"(?:(?:{gen}|OF|THE){sep})"
+    suffix = rf"(?:{sep}(?:{gen}))"
     for value in values:
         words = _WORDS.findall(value.upper())
-        distinctive = [
-            w for w in words
-            if len(w) >= 4 and w.isalpha() and w not in generic and w not in vocabulary
-        ]
-        if institution and not distinctive:
+        specific = [w for w in words if w.isalpha() and len(w) >= 4 and w not in generic]
+        if institution and not any(w not in generic for w in words):
             continue
         yield _phrase(value, r"[\s^,.'’-]+")
         if not institution:
             for part in re.split(r"[,^;\n\r]+", value):
                 if len(part.strip()) >= 3:
                     yield _phrase(part, r"[\s^,.'’-]+")
-        for word in distinctive:
-            around = rf"(?:(?:{generic_alt}|OF|THE)[\s,.'’-]+)*"
-            yield f"{around}{re.escape(word)}(?:[\\s,.'’-]+(?:{generic_alt}))*"
+        for word in specific:
+            body = re.escape(word)
+            if word in vocabulary:
+                yield f"{prefix}+{body}{suffix}*|{body}{suffix}+"
+            else:
+                yield f"{prefix}*{body}{suffix}*"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from pipeline.text.context import HeaderContext
 from pipeline.text.dates import find_dates
-from pipeline.text.spans import PhiSpan, fold
+from pipeline.text.spans import PhiSpan, fold, merge_overlapping
 
 _I = re.IGNORECASE
 #: Units after a number: the number is a measurement, not an identifier.
@@ -78,7 +78,7 @@ class PatternTagger:
         """Return the spans of ``text`` that match a PHI pattern (``context`` unused)."""
         if not any(ch.isdigit() or ch in "@." for ch in text):
             return ()  # every pattern needs a digit, an "@" or a "."
-        return tuple(self._all(fold(text)))
+        return merge_overlapping(self._all(fold(text)))
 
     def _all(self, text: str) -> Iterator[PhiSpan]:
         for cand in find_dates(text):

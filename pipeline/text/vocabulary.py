@@ -12,6 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import cast
 
 import yaml
 
@@ -26,6 +27,7 @@ NAME_LOCALES: tuple[str, ...] = (
     "es_MX", "it_IT", "nl_NL", "pt_BR", "pt_PT", "pl_PL", "sv_SE", "da_DK",
 )
 _WORD = re.compile(r"[^\W\d_]+")
+_ROMAN = re.compile(r"[IVXLCDM]+")
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ def clinical_vocabulary() -> frozenset[str]:
 
     words: set[str] = set()
     for scheme in concepts.values():
-        for codes in scheme.values():
+        for entry_codes in scheme.values():
+            codes = cast(dict[str, tuple[str, list[int]]], entry_codes)
             for meaning, _cids in codes.values():
                 for word in _WORD.findall(meaning):
                     if word.islower() or (word.isupper() and len(word) > 1):
@@ -100,6 +103,9 @@ def name_dictionary() -> NameDictionary:
         for attr, target in (("first_names", first), ("last_names", last)):
             for name in getattr(provider, attr, ()) or ():
                 target.update(_words(str(name)))
-    keep = {w for w in first | last if len(w) > 1 and w not in NAME_PARTICLES}
+    keep = {
+        w for w in first | last
+        if len(w) > 1 and w not in NAME_PARTICLES and not _ROMAN.fullmatch(w)
+    }
     logger.debug("name dictionary built with %d names", len(keep))
     return NameDictionary(frozenset(first & keep), frozenset(last & keep))
