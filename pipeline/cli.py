@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = sub.add_parser("keygen", help="write a new random secret key file (mode 0600)")
     keygen.add_argument("file", metavar="FILE")
     keygen.set_defaults(func=_cmd_keygen)
+
+    demo = sub.add_parser("demo", help="de-identify the sample files bundled with pydicom")
+    demo.add_argument("--out", default="demo-output", metavar="DIR", help="(demo-output)")
+    _profile_args(demo, required=False)
+    demo.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -95,6 +101,14 @@ def _profile_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
     )
     parser.add_argument(
         "--option", action="append", default=[], metavar="NAME", help="extra profile option"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="profile setting, e.g. trial.mapping_csv=map.csv or dates.shift_min_days=-30",
     )
 
 
@@ -153,14 +167,25 @@ def _keyring(key_file: str | None, err: Console, *, warn: bool) -> Keyring:
     return Keyring.generate()
 
 
-def _compile(ref: str, options: Sequence[str]) -> CompiledProfile:
+def _overrides(pairs: Sequence[str]) -> dict[str, str]:
+    """Parse ``--set KEY=VALUE`` pairs."""
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set needs KEY=VALUE, got {pair!r}")
+        result[key.strip()] = value
+    return result
+
+
+def _compile(ref: str, options: Sequence[str], overrides: Sequence[str] = ()) -> CompiledProfile:
     """Load and compile a profile."""
-    return compile_profile(load_profile(ref, options))
+    return compile_profile(load_profile(ref, options, _overrides(overrides)))
 
 
 def _cmd_deid(args: argparse.Namespace, err: Console) -> int:
     """``veil deid``."""
-    compiled = _compile(args.profile, args.option)
+    compiled = _compile(args.profile, args.option, args.overrides)
     keyring = _keyring(args.key_file, err, warn=True)
     for source in args.sources:
         if not Path(source).exists():
@@ -249,6 +274,28 @@ def _cmd_profiles_validate(args: argparse.Namespace, err: Console) -> int:
     return status
 
 
+def _cmd_demo(args: argparse.Namespace, err: Console) -> int:
+    """``veil demo``: copy pydicom's sample files and de-identify them."""
+    from pipeline import demo
+
+    compiled = _compile(args.profile, args.option, args.overrides)
+    inputs, output, report_path, key_path = demo.prepare(Path(args.out))
+    if not key_path.exists():
+        Keyring.generate().write(key_path)
+    keyring = Keyring.from_file(key_path)
+    report = run_job(
+        [str(inputs)], str(output), compiled, keyring,
+        report_path=str(report_path), progress=not args.quiet,
+    )
+    if not args.quiet:
+        _print_summary(report, str(report_path), Console())
+        sys.stdout.write(
+            f"inputs: {inputs}\noutput: {output}\nreport: {report_path}\n"
+            f"key: {key_path} (outside the output folder)\n"
+        )
+    return 1 if report.failed else 0
+
+
 def _cmd_keygen(args: argparse.Namespace, err: Console) -> int:
     """``veil keygen``: a new random key, never over an existing file."""
     keyring = Keyring.generate()
@@ -265,7 +312,7 @@ def _cmd_keygen(args: argparse.Namespace, err: Console) -> int:
 
 def _cmd_inspect(args: argparse.Namespace, err: Console) -> int:
     """``veil inspect``: a dry run over one file; values masked unless --show-values."""
-    compiled = _compile(args.profile, args.option)
+    compiled = _compile(args.profile, args.option, args.overrides)
     keyring = _keyring(args.key_file, err, warn=False)
     try:
         ds = read_instance(args.file)

@@ -16,7 +16,7 @@ import pydicom
 import pydicom.data
 import pytest
 from conftest import compiled
-from pydicom.charset import convert_encodings, encode_string
+from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset
 
 from pipeline.io.sinks import FolderSink
@@ -177,7 +177,7 @@ def needles(value: str, encodings: list[str]) -> set[bytes]:
     forms = {value.encode("utf-8")}
     for codec in ("latin-1", *encodings):
         try:
-            forms.add(_ESCAPES.sub(b"", encode_string(value, [codec])))
+            forms.add(_ESCAPES.sub(b"", value.encode(codec)))
         except (LookupError, UnicodeError, ValueError):
             continue
     return {form.lower() for form in forms if len(form) >= 3}

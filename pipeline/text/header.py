@@ -19,6 +19,7 @@ _CONFIDENCE = 0.99
 _LETTER_BEFORE = r"(?<![^\W\d_])"
 _LETTER_AFTER = r"(?![^\W\d_])"
 _NAME_SEP = r"[\s^=,.'’-]+"
+_UNSPACED = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _ID_SEPARATORS = re.compile(r"[-\s./_#:]+")
 _ID_GAP = r"[-\s./_#]?"
 _WORDS = re.compile(r"[^\W_]+")
@@ -110,8 +111,11 @@ def _matcher(context: HeaderContext) -> _Matcher:
             body = "|".join(alts)
             regexes.append((re.compile(f"{before}(?:{body}){after}", re.IGNORECASE), entity))
 
-    add((_phrase(fold(n), _NAME_SEP) for n in context.names if len(n) >= 2),
+    names = [fold(n) for n in context.names if len(n) >= 2]
+    add((_phrase(n, _NAME_SEP) for n in names if not _UNSPACED.search(n)),
         "NAME", _LETTER_BEFORE, _LETTER_AFTER)
+    # scripts written without spaces between words (CJK): no token boundary to require
+    add((_phrase(n, _NAME_SEP) for n in names if _UNSPACED.search(n)), "NAME", "", "")
     for value in context.ids - uids:
         pattern = _id_pattern(fold(value))
         if pattern is not None:

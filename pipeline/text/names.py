@@ -34,7 +34,7 @@ _COLON_CUES = frozenset({"NAME", "PATIENT", "PHYSICIAN", "RADIOLOGIST", "REFERRI
 _SUFFIX = re.compile(r"\s*,?\s*(?:MD|M\.D\.|PHD|PH\.D\.|RN|NP|FRCR|FRCPC?|MBBS|DDS)(?![A-Za-z])",
                      re.IGNORECASE)
 _CARET = re.compile(
-    r"(?<![^\W\d_^])([^\W\d_]+(?:['’-][^\W\d_]+)*)\^([^\W\d_]+(?:['’-][^\W\d_]+)*)"
+    r"(?<![^\W\d_])(?<!['’-])([^\W\d_]+(?:['’-][^\W\d_]+)*)\^([^\W\d_]+(?:['’-][^\W\d_]+)*)"
     r"(?:\^[^\W\d_]*(?:['’.-][^\W\d_]*)*)*"
 )
 _SPACE_GAP = re.compile(r"\s+|\s*-\s*")
@@ -102,7 +102,7 @@ class DictionaryTagger:
         )
 
     def _runs(self, text: str, toks: list[_Token]) -> Iterator[tuple[int, int, float]]:
-        for m in _CARET.finditer(text):
+        for m in _CARET.finditer(text) if "^" in text else ():
             parts = [_key(p.upper()) for p in (m.group(1), m.group(2))]
             if any(p in self._all or not self._is_vocab(p) for p in parts):
                 yield m.start(), m.end(), 0.85

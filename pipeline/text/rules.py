@@ -47,10 +47,12 @@ _CUED_PHONE = re.compile(
     r"\s*(?:no\.?|#)?\s*[:#]?\s*(?P<num>\+?\(?\d[\d\s().-]{3,}\d)(?!\d)",
     _I,
 )
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+)
 _URL = re.compile(
     r"(?:(?:https?|ftps?|sftp)://|www\.)[^\s<>\"'\]\[]+"
-    r"|(?<![@\w.])(?:[A-Za-z0-9-]+\.)+(?:com|org|net|edu|gov|mil|info|biz|health|io)"
+    r"|(?<![@\w.-])(?:[A-Za-z0-9][A-Za-z0-9-]*\.)+(?:com|org|net|edu|gov|mil|info|biz|health|io)"
     r"(?:/[^\s<>\"']*)?(?![\w])",
     _I,
 )
@@ -63,6 +65,7 @@ _AGE_FORMS = (
     re.compile(r"(?<![A-Za-z\d])(?P<n>\d{3})\s?Y(?![A-Za-z\d])"),
 )
 _TRAILING = ".,;:!?)]}'\""
+_TRIGGER = re.compile(r"[\d@.]")
 
 
 class PatternTagger:
@@ -76,7 +79,7 @@ class PatternTagger:
 
     def tag(self, text: str, context: HeaderContext) -> tuple[PhiSpan, ...]:
         """Return the spans of ``text`` that match a PHI pattern (``context`` unused)."""
-        if not any(ch.isdigit() or ch in "@." for ch in text):
+        if _TRIGGER.search(text) is None:
             return ()  # every pattern needs a digit, an "@" or a "."
         return merge_overlapping(self._all(fold(text)))
 
