@@ -44,7 +44,7 @@ def _plant(ds: Dataset, tag: int, secret: str) -> None:
     ds.add_new(tag, vr, value)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     family=_WORD, given_name=_WORD, patient_id=_ID,
     top=st.lists(st.sampled_from(TEXT_TAGS), min_size=1, max_size=6, unique=True),
