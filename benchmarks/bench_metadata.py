@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import cProfile
 import datetime as dt
+import hashlib
 import importlib
 import io
 import os
@@ -260,6 +261,19 @@ def _version(module: str) -> str:
     return str(getattr(mod, "__version__", "?"))
 
 
+def _source_digest(package: str = "pipeline") -> str:
+    """Return a short SHA-256 over the package's ``.py`` files (identifies the engine state)."""
+    try:
+        root = Path(importlib.import_module(package).__file__ or "").parent
+    except ImportError:
+        return "n/a"
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def machine_facts() -> dict[str, str]:
     """Return the facts a result must be recorded with."""
     return {
@@ -271,7 +285,7 @@ def machine_facts() -> dict[str, str]:
         "pydicom": pydicom.__version__,
         "dicognito": _version("dicognito"),
         "numpy": _version("numpy"),
-        "veil": _version("pipeline"),
+        "veil": f"{_version('pipeline')} (pipeline/**/*.py sha256 {_source_digest()})",
         "load average (1/5/15 min) at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
@@ -325,8 +339,11 @@ def _profile_pass(contender: Contender, files: SequenceABC[Path], out_dir: Path,
     run_pass(files, out_dir, step)
     profiler.disable()
     buf = io.StringIO()
-    stats = pstats.Stats(profiler, stream=buf)
+    stats = pstats.Stats(profiler, stream=buf).strip_dirs()
+    buf.write(f"--- top {top} by cumulative time ---\n")
     stats.sort_stats("cumulative").print_stats(top)
+    buf.write(f"--- top {top} by own (total) time ---\n")
+    stats.sort_stats("tottime").print_stats(top)
     return buf.getvalue()
 
 
@@ -453,6 +470,7 @@ def main(argv: SequenceABC[str] | None = None) -> int:
             rt_ratio = veil.median_s / base.median_s
             dcg_ratio = dcg.median_s / veil.median_s
             print()
+            print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             print(
                 f"targets: faster than dicognito: {'MET' if dcg_ratio > 1 else 'NOT MET'} "
                 f"({dcg_ratio:.2f}×); within 1.5× of the round trip: "

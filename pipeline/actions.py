@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.uid import UID_dictionary
 
 from pipeline import dates
@@ -21,6 +20,7 @@ from pipeline.keys import Keyring
 from pipeline.profile.compiler import CompiledProfile, Decision, TrialSubject
 from pipeline.selectors import format_tag
 from pipeline.text import HeaderContext, HeaderValueTagger, PhiTagger, clean_text, scrub
+from pipeline.values import store, string_values
 from pipeline.vr import BYTES_VRS, DATE_VRS, DUMMY, NUMBER_VRS, TEXT_VRS, max_length
 
 
@@ -111,16 +111,6 @@ def describe_actions() -> dict[str, str]:
     return dict(DESCRIPTIONS)
 
 
-def _values(value: object) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, (list, MultiValue)):
-        return [str(v) for v in value]
-    return [str(value)]
-
-
-def _set(ds: Dataset, tag: int, values: list[str]) -> None:
-    ds[tag].value = values[0] if len(values) == 1 else (values or None)
 
 
 def _fail(message: str, tag: int) -> DeidError:
@@ -135,18 +125,18 @@ def _drop(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: s
 
 @handler("empty", "Keep the attribute with a zero-length value (code Z).")
 def _empty(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
-    ds[tag].value = [] if vr == "SQ" else None
+    store(ds, tag, vr, [] if vr == "SQ" else None)
     ctx.record(path, tag, vr, "empty", d.source)
 
 
 @handler("dummy", "Replace with a fixed, valid dummy value of the VR (code D).")
 def _dummy(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
     if vr == "SQ":
-        ds[tag].value = [Dataset()]
+        ds.add_new(tag, vr, [Dataset()])
     elif vr == "UI":
-        _set(ds, tag, [ctx.remap_uid(v) for v in _values(ds[tag].value)] or ["2.25.0"])
+        store(ds, tag, vr, [ctx.remap_uid(v) for v in string_values(ds, tag, vr)] or ["2.25.0"])
     elif vr in DUMMY:
-        ds[tag].value = DUMMY[vr]
+        ds.add_new(tag, vr, DUMMY[vr])
     else:
         raise _fail(f"no dummy value for VR {vr}", tag)
     ctx.record(path, tag, vr, "dummy", d.source)
@@ -161,7 +151,7 @@ def _keep(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: s
 def _uid(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
     if vr != "UI":
         raise _fail(f"uid-remap needs VR UI, not {vr}", tag)
-    _set(ds, tag, [ctx.remap_uid(v) for v in _values(ds[tag].value)])
+    store(ds, tag, vr, [ctx.remap_uid(v) for v in string_values(ds, tag, vr)])
     ctx.record(path, tag, vr, "uid-remap", d.source)
 
 
@@ -182,11 +172,12 @@ def _hash(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: s
         _uid(ds, tag, vr, d, ctx, path)
         return
     length = d.rule.length if d.rule else None
-    originals = _values(ds[tag].value)
+    _hash_one("", vr, length, ctx, tag)  # refuses VRs that cannot be hashed, values or not
+    originals = string_values(ds, tag, vr)
     hashed = [_hash_one(v, vr, length, ctx, tag) if v.strip() else v for v in originals]
     for original, new in zip(originals, hashed, strict=True):
         ctx.pseudonyms[(f"hash:{format_tag(tag)}", original)] = new
-    _set(ds, tag, hashed)
+    store(ds, tag, vr, hashed)
     ctx.record(path, tag, vr, "hash", d.source)
 
 
@@ -205,7 +196,7 @@ def _replace(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path
         raise _fail(f"replacement is longer than VR {vr} allows ({limit})", tag)
     if vr in NUMBER_VRS or vr in BYTES_VRS or vr == "SQ":
         raise _fail(f"replace is undefined for VR {vr}", tag)
-    ds[tag].value = value
+    store(ds, tag, vr, value)
     ctx.record(path, tag, vr, "replace", d.source)
 
 
@@ -219,10 +210,10 @@ def _date_shift(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, p
     if vr not in DATE_VRS:
         raise _fail(f"date-shift needs VR DA or DT, not {vr}", tag)
     try:
-        shifted = [_shift(v, vr, ctx.date_offset) for v in _values(ds[tag].value)]
+        shifted = [_shift(v, vr, ctx.date_offset) for v in string_values(ds, tag, vr)]
     except ValueError as exc:
         raise _fail(f"unparseable {vr} value", tag) from exc
-    _set(ds, tag, shifted)
+    store(ds, tag, vr, shifted)
     ctx.record(path, tag, vr, "date-shift", d.source)
 
 
@@ -242,7 +233,7 @@ def _generalize_date(value: str, vr: str, d: Decision, ctx: DeidContext) -> str:
 @handler("generalize", "Coarsen: ages to bands with ages over max_age as max_age+1 (090Y); "
          "dates to the year or month (birth dates of people over max_age removed).")
 def _generalize(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
-    values = _values(ds[tag].value)
+    values = string_values(ds, tag, vr)
     try:
         if vr == "AS":
             band = d.rule.band_years if d.rule else None
@@ -254,13 +245,13 @@ def _generalize(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, p
             raise _fail(f"generalize is undefined for VR {vr}", tag)
     except ValueError as exc:
         raise _fail(f"unparseable {vr} value", tag) from exc
-    _set(ds, tag, [v for v in new if v])
+    store(ds, tag, vr, [v for v in new if v])
     ctx.record(path, tag, vr, "generalize", d.source)
 
 
 def clean_string(ds: Dataset, tag: int, vr: str, ctx: DeidContext, tagger: PhiTagger) -> int:
     """Remove PHI spans from a string element in place; return how many were found."""
-    values = _values(ds[tag].value)
+    values = string_values(ds, tag, vr)
     found = 0
     out: list[str] = []
     for value in values:
@@ -275,7 +266,7 @@ def clean_string(ds: Dataset, tag: int, vr: str, ctx: DeidContext, tagger: PhiTa
             found += len(spans)
             out.append("" if spans else value)
     if found:
-        _set(ds, tag, [v for v in out if v] if vr not in TEXT_VRS else out)
+        store(ds, tag, vr, [v for v in out if v] if vr not in TEXT_VRS else out)
     return found
 
 

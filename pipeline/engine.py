@@ -25,6 +25,7 @@ from pipeline.keys import Keyring
 from pipeline.profile.compiler import CompiledProfile, Decision
 from pipeline.selectors import format_tag
 from pipeline.text import HeaderContext, HeaderValueTagger, default_tagger
+from pipeline.values import string_values
 from pipeline.vr import STRING_VRS, TEXT_VRS
 
 __all__ = ["AttributeAction", "DeidResult", "Pseudonym", "deidentify", "describe_actions", "plan"]
@@ -85,9 +86,14 @@ def _reference_date(ds: Dataset) -> dt.date | None:
 def _element_vr(ds: Dataset, tag: int) -> str:
     raw = ds.get_item(tag)
     vr = getattr(raw, "VR", None)
-    if not vr or vr in ("US or SS", "US or OW", "OB or OW", "US or SS or OW"):
-        vr = ds[tag].VR
+    if not vr or vr in _AMBIGUOUS_VRS:
+        vr = ds[tag].VR  # implicit VR or ambiguous: pydicom resolves it
     return str(vr)
+
+
+_AMBIGUOUS_VRS = frozenset({"US or SS", "US or OW", "OB or OW", "US or SS or OW"})
+#: Separator between values in the batched sweep: no header pattern can match across it.
+_SWEEP_JOIN = "\x00|\x00"
 
 
 def _creator(ds: Dataset, tag: int) -> str | None:
@@ -105,6 +111,30 @@ class _Walker:
         self.ctx = ctx
         self.compiled = ctx.compiled
         self.sweep = sweep and not ctx.header.empty
+        self.candidates: list[tuple[Dataset, int, str, str, str]] = []
+
+    def sweep_candidates(self) -> None:
+        """Residual sweep: header values copied into kept attributes, in one pass."""
+        if not self.candidates:
+            return
+        texts = [text for *_, text in self.candidates]
+        joined = _SWEEP_JOIN.join(texts)
+        spans = self.ctx.header_tagger.tag(joined, self.ctx.header)
+        if not spans:
+            return
+        starts, position = [], 0
+        for text in texts:
+            starts.append(position)
+            position += len(text) + len(_SWEEP_JOIN)
+        hit = set()
+        for span in spans:
+            for index, start in enumerate(starts):
+                if span.start < start + len(texts[index]) and span.end > start:
+                    hit.add(index)
+        for index in sorted(hit):
+            ds, tag, vr, path, _ = self.candidates[index]
+            if clean_string(ds, tag, vr, self.ctx, self.ctx.header_tagger):
+                self.ctx.record(path, tag, vr, "clean", "sweep", "header value copied here")
 
     def walk(self, ds: Dataset, prefix: str, deep: bool) -> None:
         creators: list[int] = []
@@ -153,9 +183,9 @@ class _Walker:
                     note = f"{found} span(s)"
                     self.ctx.record(path, tag, vr, "clean", "structured-content", note)
             elif self.sweep and vr in _SWEEP_VRS and not decision.source.startswith("rule:"):
-                found = clean_string(ds, tag, vr, self.ctx, self.ctx.header_tagger)
-                if found:
-                    self.ctx.record(path, tag, vr, "clean", "sweep", "header value copied here")
+                text = "\\".join(string_values(ds, tag, vr))
+                if text:
+                    self.candidates.append((ds, tag, vr, path, text))
             return
         handler = HANDLERS.get(action)
         if handler is None:
@@ -276,6 +306,7 @@ def deidentify(
     walker = _Walker(ctx, compiled.profile.residual_sweep)
     try:
         walker.walk(ds, "", deep=False)
+        walker.sweep_candidates()
     except DeidError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID_dictionary
+
+from pipeline.values import string_values
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +175,13 @@ class _Collector:
             return
         for tag in list(ds.keys()):
             try:
+                raw_vr = getattr(ds.get_item(tag), "VR", None)
+                keyword = keyword_for_tag(tag) or ""
+                if raw_vr and not _relevant(keyword, str(raw_vr), parent):
+                    continue  # not converting irrelevant elements keeps this pass cheap
+                if raw_vr in _STRING_VRS or raw_vr in ("DA", "DT", "UI"):
+                    self.add(keyword, parent, str(raw_vr), string_values(ds, tag, str(raw_vr)))
+                    continue
                 elem = ds[tag]
                 vr = elem.VR
                 keyword = elem.keyword or ""
@@ -212,6 +223,23 @@ class _Collector:
                     self.institutions.add(" ".join(upper.split()))
             elif _OTHER_PATTERN.search(keyword) and len(upper) >= 3:
                 self.other.add(" ".join(upper.split()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _relevant(keyword: str, vr: str, parent: str) -> bool:
+    """Whether an element can contribute to the context (same tests as ``add``)."""
+    if vr in ("SQ", "PN", "DA", "DT", "UI"):
+        return True
+    if vr not in _STRING_VRS:
+        return False
+    return bool(
+        keyword in _ID_KEYWORDS
+        or _ID_PATTERN.match(keyword)
+        or _INSTITUTION_PATTERN.search(keyword)
+        or (keyword == "CodeMeaning" and _INSTITUTION_PATTERN.search(parent))
+        or _OTHER_PATTERN.search(keyword)
+        or not keyword  # private or unknown: look at it
+    )
 
 
 def _values(value: object) -> Iterator[str]:

@@ -71,22 +71,74 @@ class HeaderValueTagger:
         if not text or context.empty:
             return ()
         folded = fold(text)
-        matcher = _matcher(context)
         spans: list[PhiSpan] = []
-        for regex, entity in matcher.regexes:
-            spans.extend(
-                PhiSpan(m.start(), m.end(), entity, _CONFIDENCE, "header")
-                for m in regex.finditer(folded)
-            )
-        if matcher.uids:
-            spans.extend(_uid_spans(folded, matcher.uids))
+        if _may_match(text, context):
+            matcher = _matcher(context)
+            for regex, entity in matcher.regexes:
+                spans.extend(
+                    PhiSpan(m.start(), m.end(), entity, _CONFIDENCE, "header")
+                    for m in regex.finditer(folded)
+                )
+            if matcher.uids:
+                spans.extend(_uid_spans(folded, matcher.uids))
         if context.dates and any(ch.isdigit() for ch in text):
             spans.extend(
                 PhiSpan(c.start, c.end, "DATE", _CONFIDENCE, "header")
                 for c in find_dates(folded, loose=True)
                 if c.matches(context.dates)
             )
+        if not spans:
+            return ()
         return merge_overlapping(absorb_initials(folded, spans))
+
+
+def _squash(text: str) -> str:
+    """Upper-cased letters and digits only: every header match survives squashing."""
+    return "".join(ch for ch in fold(text).upper().replace("ẞ", "SS") if ch.isalnum())
+
+
+@functools.lru_cache(maxsize=256)
+def _keys(context: HeaderContext) -> tuple[str, ...]:
+    """Strings one of which every match of the context's regexes contains, squashed.
+
+    A cheap superset test that lets most texts skip compiling and running the
+    regexes of :func:`_matcher` (each match of a pattern built below contains,
+    once squashed, the key derived here from the same value).
+    """
+    keys: set[str] = set()
+    keys.update(_squash(name) for name in context.names if len(name) >= 2)
+    for value in context.ids:
+        canonical = _squash(value)
+        stripped = canonical.lstrip("0")
+        if len(canonical) >= 3:  # shorter IDs get no pattern (see _id_pattern)
+            keys.add(stripped if len(stripped) >= 3 else canonical)
+    for value in context.institutions:
+        keys.update(_place_keys(value, _INSTITUTION_WORDS, institution=True))
+    for value in context.other:
+        if _is_phone(value) and "@" not in value:
+            keys.add(re.sub(r"\D", "", value))
+        else:
+            keys.add(_squash(value))
+            keys.update(_place_keys(value, _ADDRESS_WORDS, institution=False))
+    return tuple(sorted(k for k in keys if k))
+
+
+def _place_keys(value: str, generic: frozenset[str], *, institution: bool) -> set[str]:
+    """Keys of the patterns :func:`_place_patterns` builds for one value."""
+    words = _WORDS.findall(value.upper())
+    if institution and not any(w not in generic for w in words):
+        return set()
+    keys = {_squash(value)}
+    if not institution:
+        keys.update(_squash(p) for p in re.split(r"[,^;\n\r]+", value) if len(p.strip()) >= 3)
+    keys.update(w for w in words if w.isalpha() and len(w) >= 4 and w not in generic)
+    return keys
+
+
+def _may_match(text: str, context: HeaderContext) -> bool:
+    """False only when no name, ID, institution or other value can match (see _keys)."""
+    squashed = _squash(text)
+    return any(key in squashed for key in _keys(context))
 
 
 _UID_RUN = re.compile(r"(?<![\d.])\d[\d.]{8,}\d(?![\d.])")

@@ -1,0 +1,48 @@
+"""Read string values of elements without pydicom's full conversion when it is safe.
+
+pydicom converts a raw element (bytes) into Python values on first access, which is the
+main cost of a de-identification pass. Pure-ASCII string values decode identically under
+every DICOM character set, so they are decoded here directly; anything else goes through
+pydicom's conversion (which honours Specific Character Set).
+"""
+
+from __future__ import annotations
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+#: VRs whose value may contain a backslash (single-valued by definition).
+_SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+
+
+def split_values(value: object) -> list[str]:
+    """Return a converted element value as a list of strings (empty when no value)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple, MultiValue)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def string_values(ds: Dataset, tag: int, vr: str) -> list[str]:
+    """Return the string values of a string-VR element, converting only when needed."""
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) and raw.value.isascii():
+        text = raw.value.decode("ascii")
+        text = text.rstrip(" \x00") if vr in _SINGLE_VALUED else text.strip(" \x00")
+        if not text:
+            return []
+        if vr in _SINGLE_VALUED:
+            return [text]
+        return [part.strip(" ") for part in text.split("\\")]
+    if raw is not None and not isinstance(raw, RawDataElement) and raw.value is None:
+        return []
+    return split_values(ds[tag].value)
+
+
+def store(ds: Dataset, tag: int, vr: str, values: list[str] | str | None) -> None:
+    """Replace an element's value without converting the old one."""
+    if isinstance(values, list):
+        values = values[0] if len(values) == 1 else (values or None)
+    ds.add_new(tag, vr, values)
