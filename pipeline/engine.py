@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -24,9 +26,15 @@ from pipeline.errors import DeidError
 from pipeline.keys import Keyring
 from pipeline.profile.compiler import CompiledProfile, Decision
 from pipeline.selectors import format_tag
-from pipeline.text import HeaderContext, HeaderValueTagger, default_tagger
+from pipeline.text import (
+    HeaderCollector,
+    HeaderContext,
+    HeaderValueTagger,
+    default_tagger,
+    relevant,
+)
 from pipeline.values import string_values
-from pipeline.vr import STRING_VRS, TEXT_VRS
+from pipeline.vr import BYTES_VRS, DATE_VRS, NUMBER_VRS, STRING_VRS, TEXT_VRS
 
 __all__ = ["AttributeAction", "DeidResult", "Pseudonym", "deidentify", "describe_actions", "plan"]
 
@@ -91,9 +99,19 @@ def _element_vr(ds: Dataset, tag: int) -> str:
     return str(vr)
 
 
+#: VRs whose "clean" needs no header values (dates shift, UIDs remap...): done at once.
+_CLEAN_NOW_VRS = DATE_VRS | NUMBER_VRS | BYTES_VRS | {"UI", "SQ", "TM", "AT", "DS", "IS"}
 _AMBIGUOUS_VRS = frozenset({"US or SS", "US or OW", "OB or OW", "US or SS or OW"})
 #: Separator between values in the batched sweep: no header pattern can match across it.
 _SWEEP_JOIN = "\x00|\x00"
+
+
+_tag_text = functools.lru_cache(maxsize=65536)(format_tag)
+
+
+@functools.lru_cache(maxsize=65536)
+def _keyword(tag: int) -> str:
+    return keyword_for_tag(tag) or ""
 
 
 def _creator(ds: Dataset, tag: int) -> str | None:
@@ -105,13 +123,99 @@ def _creator(ds: Dataset, tag: int) -> str | None:
 
 
 class _Walker:
-    """Applies decisions to every element, recursing into sequences."""
+    """Applies decisions to every element, recursing into sequences.
 
-    def __init__(self, ctx: DeidContext, sweep: bool) -> None:
+    The walk also collects the file's certain-PHI values (names, IDs, dates...) as it
+    goes; free-text cleaning needs all of them, so it runs after the walk
+    (:meth:`finish`), followed by the residual sweep of kept attributes.
+    """
+
+    def __init__(self, ctx: DeidContext, sweep: bool, include_institution: bool) -> None:
         self.ctx = ctx
         self.compiled = ctx.compiled
-        self.sweep = sweep and not ctx.header.empty
+        self.sweep = sweep
+        self.collector = HeaderCollector(include_institution)
+        self.deferred: list[tuple[Dataset, int, str, str, Decision, bool]] = []
         self.candidates: list[tuple[Dataset, int, str, str, str]] = []
+
+    def walk(self, ds: Dataset, prefix: str, deep: bool, parent: str = "") -> None:
+        creators: list[int] = []
+        for base_tag in list(ds.keys()):
+            tag = int(base_tag)
+            element = tag & 0xFFFF
+            if element == 0 or tag >> 16 == 0:
+                # group lengths are retired; command elements never belong in a stored file
+                del ds[tag]
+                continue
+            private = bool((tag >> 16) & 1)
+            if private and element < 0x100:
+                creators.append(tag)
+                continue
+            vr = _element_vr(ds, tag)
+            path = prefix + _tag_text(tag)
+            creator = _creator(ds, tag) if private else None
+            keyword = "" if private else _keyword(tag)
+            if vr != "SQ" and relevant(keyword, vr, parent):
+                self.collector.add(keyword, parent, vr, string_values(ds, tag, vr))
+            if private and creator is None:
+                del ds[tag]
+                self.ctx.record(path, tag, vr, "drop", "private", "private element without creator")
+                continue
+            decision = self.compiled.decide(tag, vr, creator)
+            self.apply(ds, tag, vr, decision, path, deep, keyword or parent)
+        for tag in creators:
+            block = (tag & 0xFF) << 8
+            group = tag & 0xFFFF0000
+            if not any(group | block <= int(t) <= group | block | 0xFF for t in ds.keys()):  # noqa: SIM118 (iterating a Dataset yields elements)
+                del ds[tag]
+
+    def apply(
+        self, ds: Dataset, tag: int, vr: str, decision: Decision, path: str, deep: bool,
+        parent: str,
+    ) -> None:
+        action = decision.action
+        if vr == "SQ":
+            items = ds[tag].value or []
+            if action in ("keep", "clean", "uid-remap"):
+                # U on a sequence (X/Z/U*): keep it; the UIDs of its items are remapped by theirs
+                inner = deep or action == "clean"
+                if action == "clean":
+                    self.ctx.record(path, tag, vr, "clean", decision.source, "items cleaned")
+                for index, item in enumerate(items):
+                    self.walk(item, f"{path}[{index}].", inner, parent)
+                return
+            for item in items:  # removed, but what it held is PHI that may be copied elsewhere
+                self.collector.walk(item, parent, 1)
+        elif action == "keep":
+            if not decision.source.startswith("rule:"):
+                if deep and vr in TEXT_VRS:
+                    self.deferred.append((ds, tag, vr, path, decision, True))
+                elif self.sweep and vr in _SWEEP_VRS:
+                    text = "\\".join(string_values(ds, tag, vr))
+                    if text:
+                        self.candidates.append((ds, tag, vr, path, text))
+            return
+        elif action == "clean" and vr not in _CLEAN_NOW_VRS:
+            self.deferred.append((ds, tag, vr, path, decision, False))
+            return
+        handler = HANDLERS.get(action)
+        if handler is None:
+            raise DeidError(f"no handler for action {action!r} at {format_tag(tag)}")
+        handler(ds, tag, vr, decision, self.ctx, path)
+
+    def finish(self) -> None:
+        """Clean free text with the collected header values, then sweep kept text."""
+        self.ctx.header = self.collector.context()
+        for ds, tag, vr, path, decision, deep in self.deferred:
+            if deep:
+                found = clean_string(ds, tag, vr, self.ctx, self.ctx.tagger)
+                if found:
+                    note = f"{found} span(s)"
+                    self.ctx.record(path, tag, vr, "clean", "structured-content", note)
+            else:
+                HANDLERS["clean"](ds, tag, vr, decision, self.ctx, path)
+        if self.sweep and not self.ctx.header.empty:
+            self.sweep_candidates()
 
     def sweep_candidates(self) -> None:
         """Residual sweep: header values copied into kept attributes, in one pass."""
@@ -136,66 +240,8 @@ class _Walker:
             if clean_string(ds, tag, vr, self.ctx, self.ctx.header_tagger):
                 self.ctx.record(path, tag, vr, "clean", "sweep", "header value copied here")
 
-    def walk(self, ds: Dataset, prefix: str, deep: bool) -> None:
-        creators: list[int] = []
-        for base_tag in list(ds.keys()):
-            tag = int(base_tag)
-            element = tag & 0xFFFF
-            path = f"{prefix}{format_tag(tag)}"
-            if element == 0 or tag >> 16 == 0:
-                # group lengths are retired; command elements never belong in a stored file
-                del ds[tag]
-                continue
-            private = bool((tag >> 16) & 1)
-            if private and element < 0x100:
-                creators.append(tag)
-                continue
-            vr = _element_vr(ds, tag)
-            creator = _creator(ds, tag) if private else None
-            if private and creator is None:
-                del ds[tag]
-                self.ctx.record(path, tag, vr, "drop", "private", "private element without creator")
-                continue
-            decision = self.compiled.decide(tag, vr, creator)
-            self.apply(ds, tag, vr, decision, path, deep)
-        for tag in creators:
-            block = (tag & 0xFF) << 8
-            group = tag & 0xFFFF0000
-            if not any(group | block <= int(t) <= group | block | 0xFF for t in ds.keys()):  # noqa: SIM118 (iterating a Dataset yields elements)
-                del ds[tag]
-
-    def apply(
-        self, ds: Dataset, tag: int, vr: str, decision: Decision, path: str, deep: bool
-    ) -> None:
-        action = decision.action
-        if action in ("keep", "clean", "uid-remap") and vr == "SQ":
-            # U on a sequence (X/Z/U*): keep it; the UIDs in its items are remapped by theirs
-            inner = deep or action == "clean"
-            if action == "clean":
-                self.ctx.record(path, tag, vr, "clean", decision.source, "items cleaned")
-            for index, item in enumerate(ds[tag].value or []):
-                self.walk(item, f"{path}[{index}].", inner)
-            return
-        if action == "keep":
-            if deep and vr in TEXT_VRS and not decision.source.startswith("rule:"):
-                found = clean_string(ds, tag, vr, self.ctx, self.ctx.tagger)
-                if found:
-                    note = f"{found} span(s)"
-                    self.ctx.record(path, tag, vr, "clean", "structured-content", note)
-            elif self.sweep and vr in _SWEEP_VRS and not decision.source.startswith("rule:"):
-                text = "\\".join(string_values(ds, tag, vr))
-                if text:
-                    self.candidates.append((ds, tag, vr, path, text))
-            return
-        handler = HANDLERS.get(action)
-        if handler is None:
-            raise DeidError(f"no handler for action {action!r} at {format_tag(tag)}")
-        handler(ds, tag, vr, decision, self.ctx, path)
-
 
 def _context(ds: Dataset, compiled: CompiledProfile, keyring: Keyring) -> tuple[DeidContext, str]:
-    retain_institution = "retain-institution-identity" in compiled.options
-    header = HeaderContext.from_dataset(ds, include_institution=not retain_institution)
     patient_key, note = _patient_key(ds)
     subject = None
     if compiled.trial is not None:
@@ -206,7 +252,7 @@ def _context(ds: Dataset, compiled: CompiledProfile, keyring: Keyring) -> tuple[
     ctx = DeidContext(
         keyring=keyring,
         compiled=compiled,
-        header=header,
+        header=HeaderContext(),
         tagger=default_tagger(),
         header_tagger=HeaderValueTagger(),
         patient_key=patient_key,
@@ -303,10 +349,11 @@ def deidentify(
     warnings = _warnings(ds, compiled)
     if note:
         warnings.append(note)
-    walker = _Walker(ctx, compiled.profile.residual_sweep)
+    retain_institution = "retain-institution-identity" in compiled.options
+    walker = _Walker(ctx, compiled.profile.residual_sweep, not retain_institution)
     try:
         walker.walk(ds, "", deep=False)
-        walker.sweep_candidates()
+        walker.finish()
     except DeidError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:

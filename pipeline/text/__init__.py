@@ -13,7 +13,7 @@ lists (:class:`DictionaryTagger`); a model tagger can join it behind
 :class:`PhiTagger`.
 """
 
-from pipeline.text.context import HeaderContext
+from pipeline.text.context import HeaderCollector, HeaderContext, relevant
 from pipeline.text.header import HeaderValueTagger
 from pipeline.text.names import DictionaryTagger
 from pipeline.text.rules import PatternTagger
@@ -26,6 +26,7 @@ __all__ = [
     "CompositeTagger",
     "DictionaryTagger",
     "Entity",
+    "HeaderCollector",
     "HeaderContext",
     "HeaderValueTagger",
     "PatternTagger",
@@ -33,5 +34,6 @@ __all__ = [
     "PhiTagger",
     "clean_text",
     "default_tagger",
+    "relevant",
     "scrub",
 ]

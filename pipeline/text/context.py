@@ -96,15 +96,9 @@ class HeaderContext:
         HeaderContext
             Unreadable elements and unparseable dates are skipped silently.
         """
-        acc = _Collector(include_institution)
+        acc = HeaderCollector(include_institution)
         acc.walk(ds, "", 0)
-        return cls(
-            names=frozenset(acc.names),
-            ids=frozenset(acc.ids),
-            dates=frozenset(acc.dates),
-            institutions=frozenset(acc.institutions),
-            other=frozenset(acc.other),
-        )
+        return acc.context()
 
     def merge(self, other: HeaderContext) -> HeaderContext:
         """Return the union of this context and ``other``."""
@@ -159,8 +153,18 @@ def parse_header_date(value: str) -> datetime.date | None:
         return None
 
 
-class _Collector:
-    """Accumulates values while walking a dataset."""
+class HeaderCollector:
+    """Accumulates certain-PHI values; the engine feeds it during its own walk."""
+
+    def context(self) -> HeaderContext:
+        """Return what was collected as a HeaderContext."""
+        return HeaderContext(
+            names=frozenset(self.names),
+            ids=frozenset(self.ids),
+            dates=frozenset(self.dates),
+            institutions=frozenset(self.institutions),
+            other=frozenset(self.other),
+        )
 
     def __init__(self, include_institution: bool) -> None:
         self.include_institution = include_institution
@@ -177,7 +181,7 @@ class _Collector:
             try:
                 raw_vr = getattr(ds.get_item(tag), "VR", None)
                 keyword = keyword_for_tag(tag) or ""
-                if raw_vr and not _relevant(keyword, str(raw_vr), parent):
+                if raw_vr and not relevant(keyword, str(raw_vr), parent):
                     continue  # not converting irrelevant elements keeps this pass cheap
                 if raw_vr in _STRING_VRS or raw_vr in ("DA", "DT", "UI"):
                     self.add(keyword, parent, str(raw_vr), string_values(ds, tag, str(raw_vr)))
@@ -226,7 +230,7 @@ class _Collector:
 
 
 @functools.lru_cache(maxsize=4096)
-def _relevant(keyword: str, vr: str, parent: str) -> bool:
+def relevant(keyword: str, vr: str, parent: str) -> bool:
     """Whether an element can contribute to the context (same tests as ``add``)."""
     if vr in ("SQ", "PN", "DA", "DT", "UI"):
         return True
