@@ -44,15 +44,18 @@ def shift_da(value: str, days: int) -> str:
     return _shift_da_single(value, days)
 
 
-def shift_dt(value: str, days: int) -> str:
-    """Shift a DT value by ``days``, keeping its precision, time and offset."""
-    text = value.strip()
-    if not text:
-        return value
-    match = _DT.match(text)
+def _match_dt(value: str) -> re.Match[str]:
+    match = _DT.match(value.strip())
     if match is None:
         raise ValueError("not a DT value")
-    year, month, day, rest, zone = match.groups()
+    return match
+
+
+def shift_dt(value: str, days: int) -> str:
+    """Shift a DT value by ``days``, keeping its precision, time and offset."""
+    if not value.strip():
+        return value
+    year, month, day, rest, zone = _match_dt(value).groups()
     base = dt.date(int(year), int(month or 1), int(day or 1))
     shifted = _add_days(base, days)
     out = f"{shifted.year:04d}"
@@ -73,22 +76,16 @@ def da_to_granularity(value: str, granularity: str) -> str:
 
 def dt_to_granularity(value: str, granularity: str) -> str:
     """Reduce a DT value to ``YYYY`` or ``YYYYMM``."""
-    text = value.strip()
-    if not text:
+    if not value.strip():
         return value
-    match = _DT.match(text)
-    if match is None:
-        raise ValueError("not a DT value")
+    match = _match_dt(value)
     year, month = match.group(1), match.group(2) or "01"
     return year if granularity == "year" else year + month
 
 
 def parse_dt_date(value: str) -> dt.date:
     """Return the calendar date of a DT value (missing month/day read as 1)."""
-    match = _DT.match(value.strip())
-    if match is None:
-        raise ValueError("not a DT value")
-    year, month, day = match.group(1), match.group(2), match.group(3)
+    year, month, day = _match_dt(value).group(1, 2, 3)
     return dt.date(int(year), int(month or 1), int(day or 1))
 
 

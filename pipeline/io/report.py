@@ -6,10 +6,8 @@ original values can be PHI, and the output folder is what gets shared.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -18,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from pipeline.engine import AttributeAction, Pseudonym
 from pipeline.errors import VeilError
+from pipeline.io.atomic import atomic_write
 
 __all__ = [
     "STATUSES",
@@ -132,19 +131,8 @@ def write_json_atomic(path: str | os.PathLike[str], data: object, *, mode: int =
     """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".veil-tmp-{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(target, lambda handle: handle.write(text.encode("utf-8")), mode=mode)
 
 
 def write_report(report: JobReport, path: str | os.PathLike[str]) -> None:

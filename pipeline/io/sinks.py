@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import secrets
 import threading
 from pathlib import Path
 
@@ -15,11 +13,10 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from pipeline.engine import DeidResult
 from pipeline.errors import DeidError, VeilError
+from pipeline.io.atomic import TMP_PREFIX, atomic_write
 
 __all__ = ["TMP_PREFIX", "DuplicateOutputError", "FolderSink"]
 
-#: Name prefix of the temporary files (removed on any error).
-TMP_PREFIX = ".veil-tmp-"
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -123,19 +120,8 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 def _atomic_write(path: Path, ds: Dataset) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    tmp = path.with_name(f"{TMP_PREFIX}{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            dcmwrite(handle, ds, enforce_file_format=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """Write ``ds`` atomically under ``path`` and persist the rename."""
+    atomic_write(path, lambda handle: dcmwrite(handle, ds, enforce_file_format=True))
     _fsync_dir(path.parent)
 
 
