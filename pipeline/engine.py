@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -373,20 +374,32 @@ def deidentify(
     )
 
 
+def _elements(ds: Dataset, prefix: str = "") -> list[tuple[str, DataElement]]:
+    """Every element with its path as the engine writes it (sequences recursed)."""
+    found = []
+    for element in ds:
+        path = prefix + _tag_text(int(element.tag))
+        found.append((path, element))
+        if element.VR == "SQ":
+            for index, item in enumerate(element.value or []):
+                found.extend(_elements(item, f"{path}[{index}]."))
+    return found
+
+
 def plan(ds: Dataset, compiled: CompiledProfile, keyring: Keyring) -> tuple[AttributeAction, ...]:
-    """Dry run: every element with the action the profile would take (``ds`` unchanged)."""
+    """Dry run: every element with the action the profile would take (``ds`` unchanged).
+
+    Elements inside a removed sequence are not listed on their own: the sequence's
+    action covers them.
+    """
     result = deidentify(ds, compiled, keyring)
-    changed = {a.path for a in result.actions}
-    kept = []
-    for element in ds.iterall():
-        tag = int(element.tag)
-        if tag & 0xFFFF == 0:
-            continue
-        path = format_tag(tag)
-        if path not in changed and element.tag.group != 0x0002:
-            kept.append(
-                AttributeAction(path, path, element.keyword, element.VR, "keep", "profile")
-            )
+    changed = {action.path for action in result.actions}
+    removed = [a.path for a in result.actions if a.action == "drop" and a.vr == "SQ"]
+    kept = [
+        AttributeAction(path, format_tag(int(e.tag)), e.keyword, e.VR, "keep", "profile")
+        for path, e in _elements(ds)
+        if path not in changed
+        and int(e.tag) & 0xFFFF
+        and not any(path.startswith(f"{seq}[") for seq in removed)
+    ]
     return result.actions + tuple(kept)
-
-
