@@ -6,7 +6,6 @@ import copy
 import datetime as dt
 import functools
 import hashlib
-import logging
 from dataclasses import dataclass
 
 from pydicom.datadict import keyword_for_tag
@@ -39,7 +38,6 @@ from pipeline.vr import BYTES_VRS, DATE_VRS, NUMBER_VRS, STRING_VRS, TEXT_VRS
 
 __all__ = ["AttributeAction", "DeidResult", "Pseudonym", "deidentify", "describe_actions", "plan"]
 
-log = logging.getLogger(__name__)
 
 #: Root of Veil's implementation UID (a 2.25 UID derived from the project's name).
 IMPLEMENTATION_UID = "2.25." + str(int.from_bytes(hashlib.sha256(b"veil").digest()[:16], "big"))
@@ -95,8 +93,8 @@ def _reference_date(ds: Dataset) -> dt.date | None:
 def _element_vr(ds: Dataset, tag: int) -> str:
     raw = ds.get_item(tag)
     vr = getattr(raw, "VR", None)
-    if not vr or vr in _AMBIGUOUS_VRS:
-        vr = ds[tag].VR  # implicit VR or ambiguous: pydicom resolves it
+    if not vr or vr in _AMBIGUOUS_VRS or (vr == "UN" and not (tag >> 16) & 1):
+        vr = ds[tag].VR  # implicit VR, ambiguous, or a public tag sent as UN: pydicom resolves
     return str(vr)
 
 
@@ -264,7 +262,7 @@ def _context(ds: Dataset, compiled: CompiledProfile, keyring: Keyring) -> tuple[
     return ctx, note
 
 
-def _warnings(ds: Dataset, compiled: CompiledProfile) -> list[str]:
+def _warnings(ds: Dataset) -> list[str]:
     warnings = []
     if "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
         burned = str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES"
@@ -347,7 +345,7 @@ def deidentify(
         if not str(ds.get(keyword, "") or "").strip():
             raise DeidError(f"missing {keyword}")
     ctx, note = _context(ds, compiled, keyring)
-    warnings = _warnings(ds, compiled)
+    warnings = _warnings(ds)
     if note:
         warnings.append(note)
     retain_institution = "retain-institution-identity" in compiled.options

@@ -348,3 +348,13 @@ def test_gdpr_minimises_unlisted_attributes_but_keeps_what_images_need(keyring):
     for keyword in ("Rows", "Columns", "PixelData", "SOPClassUID", "Modality", "KVP"):
         assert keyword in result, keyword
     assert result.PatientID == result.PatientName and len(result.PatientID) == 16
+
+
+def test_public_attribute_encoded_as_un_is_resolved_and_swept(keyring):
+    ds = make_ct()
+    ds.add_new(0x00081030, "UN", f"CT for {PHI['PatientID']}".encode())  # Study Description
+    ds.add_new(0x00180015, "UN", f"{PHI['PatientID']} ".encode())  # Body Part Examined (CS)
+    raw = _bytes(ds)
+    back = pydicom.dcmread(io.BytesIO(raw))
+    result = deidentify(back, compiled(), keyring, in_place=True)
+    assert PHI["PatientID"].encode() not in _bytes(result.dataset)
