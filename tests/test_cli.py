@@ -217,3 +217,40 @@ def test_console_script_runs_a_job(tmp_path, key_file):
     version = subprocess.run([_console_script(), "--version"], capture_output=True, text=True)
     assert version.returncode == 0
     assert __version__ in version.stdout
+
+
+def test_demo_de_identifies_the_bundled_samples_and_keeps_key_and_report_outside(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["job"]["counts"]["failed"] == 0
+    assert report["job"]["counts"]["ok"] >= 10
+    outputs = list((out / "deidentified").rglob("*.dcm"))
+    assert len(outputs) == report["job"]["counts"]["ok"]
+    assert not list((out / "deidentified").rglob("*.key"))
+    assert not list((out / "deidentified").rglob("*.json"))
+    # a second run with the same key maps every input to the same output names
+    before = sorted(p.relative_to(out) for p in outputs)
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.relative_to(out) for p in (out / "deidentified").rglob("*.dcm")) == before
+
+
+def test_set_supplies_the_trial_mapping_on_the_command_line(tmp_path, key_file):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.dcm").write_bytes(ct_bytes(seed=1))
+    mapping = tmp_path / "map.csv"
+    mapping.write_text(f"patient_id,subject_id,site_id\n{PHI['PatientID']},SUBJ-9,SITE-1\n")
+    report = tmp_path / "report.json"
+    base = ["deid", str(src), "--out", str(tmp_path / "out"), "--profile", "clinical-trial",
+            "--key-file", str(key_file), "--report", str(report), "--quiet"]
+    assert main(base) == 2  # no mapping: a profile error, nothing processed
+    assert main([*base, "--set", f"trial.mapping_csv={mapping}"]) == 2  # no sponsor/protocol
+    assert main([*base, "--set", f"trial.mapping_csv={mapping}", "--set",
+                 "trial.sponsor_name=Acme", "--set", "trial.protocol_id=P-1"]) == 0
+    out = next((tmp_path / "out").rglob("*.dcm"))
+    import pydicom
+
+    ds = pydicom.dcmread(out)
+    assert ds.PatientID == "SUBJ-9" and ds.ClinicalTrialSiteID == "SITE-1"
+    assert main([*base, "--set", "nonsense"]) == 2

@@ -25,6 +25,9 @@ BUILTINS = ["clinical-trial", "dicom-basic", "gdpr", "hipaa-safe-harbor", "insti
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
 
+#: Type 1 trial settings a mapping needs.
+SPONSOR = {"trial.sponsor_name": "ACME", "trial.protocol_id": "ACME-001"}
+
 
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
@@ -109,7 +112,7 @@ def test_clinical_trial_without_mapping_refuses_to_compile() -> None:
 
 def test_clinical_trial_compiles_with_a_mapping_override(tmp_path: Path) -> None:
     csv = mapping_csv(tmp_path)
-    profile = load_profile("clinical-trial", overrides={"trial.mapping_csv": str(csv)})
+    profile = load_profile("clinical-trial", overrides={"trial.mapping_csv": str(csv), **SPONSOR})
     compiled = compile_profile(profile)
     assert compiled.trial is not None
     assert compiled.trial["MRN1"].subject_id == "S-001"
@@ -135,6 +138,7 @@ def test_mapping_csv_in_a_profile_is_relative_to_the_profile_file(
         trial:
           mapping_csv: subjects.csv
           sponsor_name: ACME
+          protocol_id: ACME-001
         """,
     )
     monkeypatch.chdir(tmp_path)
@@ -157,7 +161,7 @@ def test_bad_mapping_csv_is_refused_without_echoing_patient_ids(
     tmp_path: Path, rows: str, fragment: str
 ) -> None:
     csv = mapping_csv(tmp_path, rows=rows)
-    profile = load_profile("clinical-trial", overrides={"trial.mapping_csv": str(csv)})
+    profile = load_profile("clinical-trial", overrides={"trial.mapping_csv": str(csv), **SPONSOR})
     with pytest.raises(ProfileError) as info:
         compile_profile(profile)
     assert fragment in str(info.value)
@@ -166,7 +170,9 @@ def test_bad_mapping_csv_is_refused_without_echoing_patient_ids(
 
 def test_missing_mapping_csv_is_refused_at_load(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match=r"trial\.mapping_csv"):
-        load_profile("clinical-trial", overrides={"trial.mapping_csv": str(tmp_path / "no.csv")})
+        load_profile(
+            "clinical-trial", overrides={"trial.mapping_csv": str(tmp_path / "no.csv"), **SPONSOR}
+        )
 
 
 # --- validation errors carry file:line --------------------------------------------------
@@ -632,10 +638,12 @@ def test_content_hash_ignores_where_the_mapping_csv_lives_but_not_its_content(
         directory = tmp_path / folder
         directory.mkdir()
         csv = mapping_csv(directory)
-        hashes.append(load_profile("clinical-trial", overrides={"trial.mapping_csv": str(csv)}))
+        hashes.append(
+            load_profile("clinical-trial", overrides={"trial.mapping_csv": str(csv), **SPONSOR})
+        )
     assert hashes[0].content_hash == hashes[1].content_hash
     changed = mapping_csv(tmp_path / "a", rows="patient_id,subject_id,site_id\nMRN9,S9,X\n")
-    other = load_profile("clinical-trial", overrides={"trial.mapping_csv": str(changed)})
+    other = load_profile("clinical-trial", overrides={"trial.mapping_csv": str(changed), **SPONSOR})
     assert other.content_hash != hashes[0].content_hash
 
 
@@ -700,3 +708,9 @@ def test_to_yaml_keeps_unicode_and_special_characters(tmp_path: Path) -> None:
     data = yaml.safe_load(load_profile(path).to_yaml())
     assert data["description"] == "Hôpital: «test» # not a comment"
     assert data["rules"][0]["value"] == "Zürich: {site_id}?"
+
+
+def test_trial_mapping_without_sponsor_or_protocol_is_refused(tmp_path: Path) -> None:
+    csv = mapping_csv(tmp_path, "m.csv")
+    with pytest.raises(ProfileError, match=r"trial\.sponsor_name, trial\.protocol_id"):
+        compile_profile(load_profile("clinical-trial", overrides={"trial.mapping_csv": str(csv)}))

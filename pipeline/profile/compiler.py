@@ -180,6 +180,10 @@ def _load_trial(profile: Profile) -> dict[str, TrialSubject] | None:
     settings = profile.trial
     if not settings.mapping_csv:
         return None
+    missing = [f"trial.{name}" for name in ("sponsor_name", "protocol_id")
+               if not getattr(settings, name)]
+    if missing:  # Type 1 in the Clinical Trial Subject Module (PS3.3 C.7.1.3)
+        raise ProfileError(f"profile {profile.name!r}: a trial mapping needs {', '.join(missing)}")
     columns = {
         "patient": settings.patient_id_column or "patient_id",
         "subject": settings.subject_id_column or "subject_id",
