@@ -24,7 +24,7 @@ _ID_SEPARATORS = re.compile(r"[-\s./_#:]+")
 _ID_GAP = r"[-\s./_#]?"
 _WORDS = re.compile(r"[^\W_]+")
 #: Words of institution names that identify nothing on their own.
-_INSTITUTION_WORDS = frozenset({
+INSTITUTION_WORDS = frozenset({
     "HOSPITAL", "HOSPITALS", "HOSP", "MEDICAL", "MED", "MEDICINE", "CENTER", "CENTRE", "CTR",
     "CLINIC", "CLINICS", "CLINICAL", "HEALTH", "HEALTHCARE", "CARE", "UNIVERSITY", "UNIV",
     "COLLEGE", "SCHOOL", "INSTITUTE", "FOUNDATION", "GENERAL", "MEMORIAL", "COMMUNITY",
@@ -34,7 +34,7 @@ _INSTITUTION_WORDS = frozenset({
     "ZIEKENHUIS", "UNIVERSITAIR", "UNIVERSITY'S", "INC", "LLC", "LTD",
 })
 #: Words of postal addresses that identify nothing on their own.
-_ADDRESS_WORDS = frozenset({
+ADDRESS_WORDS = frozenset({
     "STREET", "ST", "ROAD", "RD", "AVENUE", "AVE", "WAY", "LANE", "LN", "DRIVE", "DR",
     "BOULEVARD", "BLVD", "COURT", "CT", "PLACE", "PL", "SUITE", "STE", "APT", "APARTMENT",
     "UNIT", "FLOOR", "BUILDING", "BLDG", "NORTH", "SOUTH", "EAST", "WEST", "PO", "BOX", "CITY",
@@ -113,13 +113,13 @@ def _keys(context: HeaderContext) -> tuple[str, ...]:
         if len(canonical) >= 3:  # shorter IDs get no pattern (see _id_pattern)
             keys.add(stripped if len(stripped) >= 3 else canonical)
     for value in context.institutions:
-        keys.update(_place_keys(value, _INSTITUTION_WORDS, institution=True))
+        keys.update(_place_keys(value, INSTITUTION_WORDS, institution=True))
     for value in context.other:
         if _is_phone(value) and "@" not in value:
             keys.add(re.sub(r"\D", "", value))
         else:
             keys.add(_squash(value))
-            keys.update(_place_keys(value, _ADDRESS_WORDS, institution=False))
+            keys.update(_place_keys(value, ADDRESS_WORDS, institution=False))
     return tuple(sorted(k for k in keys if k))
 
 
@@ -173,14 +173,14 @@ def _matcher(context: HeaderContext) -> _Matcher:
         if pattern is not None:
             regexes.append((re.compile(pattern, re.IGNORECASE), "ID"))
     inst = [fold(v) for v in context.institutions]
-    add(_place_patterns(inst, _INSTITUTION_WORDS, vocabulary, institution=True),
+    add(_place_patterns(inst, INSTITUTION_WORDS, vocabulary, institution=True),
         "INSTITUTION", _LETTER_BEFORE, _LETTER_AFTER)
     emails = [v for v in context.other if "@" in v]
     phones = [v for v in context.other if "@" not in v and _is_phone(v)]
     places = [fold(v) for v in context.other - set(emails) - set(phones)]
     add((re.escape(fold(v)) for v in emails), "EMAIL", r"(?<![\w.+-])", r"(?![\w-])")
     add((_digits_pattern(v) for v in phones), "PHONE", r"(?<!\d)", r"(?!\d)")
-    add(_place_patterns(places, _ADDRESS_WORDS, vocabulary, institution=False),
+    add(_place_patterns(places, ADDRESS_WORDS, vocabulary, institution=False),
         "LOCATION", _LETTER_BEFORE, _LETTER_AFTER)
     logger.debug("compiled header matcher with %d regexes", len(regexes))
     return _Matcher(tuple(regexes), uids)

@@ -1,0 +1,318 @@
+"""Deciding which OCR'd text boxes hold PHI (the pixel-PHI classifier).
+
+Each recognised string is tagged by the free-text taggers (:func:`default_tagger` unless
+one is injected) on the text itself and on a few OCR-noise variants
+(:func:`ocr_variants`), and is matched against the file's own header values by an
+OCR-tolerant matcher:
+
+* both sides are folded through the same confusable classes (``0/O``, ``1/I/L/|``,
+  ``5/S``, ``8/B``, ``2/Z``, ``6/G``), upper-cased and *squashed* (every
+  non-alphanumeric dropped), so ``^`` read as ``~``/``-``, merged or dropped spaces and
+  case do not matter;
+* a header value is found when it is a substring of the squashed text: name parts of at
+  least 3 characters, IDs of at least 4 (with and without leading zeros), the
+  distinctive words of institutions and other values, and every header date rendered in
+  common formats (``YYYYMMDD``, ``DD/MM/YYYY``, ``MM/DD/YYYY``, ``DD.MM.YYYY``,
+  ``YYYY-MM-DD``, ``DD-Mon-YYYY``, ``Mon DD YYYY``, padded or not, 2-digit years);
+* ``^`` read as ``A`` needs nothing special: ``DOEAJOHN`` contains ``DOE`` and ``JOHN``.
+
+Confidence is a match factor times the recogniser score: 0.99 for a header value found
+verbatim (tagger on the raw text, or squashed without confusable folding), 0.9 when only
+confusable folding or a variant finds it, 0.6 for a lone name part buried inside a longer
+token, the tagger's own confidence for pattern and dictionary spans, 0.5 for the safety
+rule below.
+
+Choices (safety first, a leaked name is worse than a redacted ruler):
+
+* any run of 5+ digits in the recognised text is a finding (``ID``) in "phi-only" mode
+  (runs that appear only after confusable folding go through the taggers and the
+  overlay veto instead, so ``W400L40`` stays an overlay);
+* any header match is a finding, whatever else the box holds; substring matching
+  over-flags a little (a header name ``ANN`` flags ``ANNOTATION``) except that a lone
+  name part strictly inside one clinical-vocabulary word is ignored;
+* a box made only of overlay tokens (orientation letters, scale and acquisition markers
+  such as ``5 cm``, ``W 400 L 40``, ``kV 120``, ``1/2``, ``SE 3``, short numbers, and
+  clinical vocabulary that is not also a person name) is not a finding unless it matches
+  the header; this veto never applies to a 5+ digit run;
+* ``FAMILYAGIVEN`` with names the header does not hold is split at each inner ``A`` and
+  flagged when both halves are dictionary names that are not clinical words.
+
+One :class:`Finding` is returned per flagged box, with the most confident entity among
+those allowed by ``entities``. In "all-text" mode a box with no PHI is ``OTHER``; with
+``entities`` given, a box is kept only when one of its entities (``OTHER`` for a box with
+no PHI) is allowed. Recognised text is never logged, raised or shown in a
+``repr``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.pixel.types import Recognition, TextBox
+from pipeline.text import HeaderContext, PhiTagger, default_tagger
+from pipeline.text.header import ADDRESS_WORDS, INSTITUTION_WORDS
+from pipeline.text.spans import fold
+from pipeline.text.vocabulary import clinical_vocabulary, name_dictionary
+
+Mode = Literal["all-text", "phi-only", "none"]
+
+_EXACT, _FOLDED, _PARTIAL, _SAFETY = 0.99, 0.9, 0.6, 0.5
+#: Confusable characters mapped to one representative (applied after upper-casing).
+_CONFUSABLE = str.maketrans({"0": "O", "1": "I", "L": "I", "|": "I", "!": "I", "5": "S",
+                             "8": "B", "2": "Z", "6": "G"})
+_TO_DIGIT = str.maketrans({"O": "0", "I": "1", "L": "1", "|": "1",
+                           "S": "5", "B": "8", "Z": "2", "G": "6"})
+_TO_LETTER = str.maketrans({"0": "O", "1": "I", "5": "S", "8": "B", "2": "Z", "6": "G",
+                            "|": "I"})
+_MIXED = re.compile(r"[A-Za-z0-9|]*\d[A-Za-z0-9|]*")
+_DIGIT_RUN = re.compile(r"\d{5,}")
+_INNER_A = re.compile(r"(?<=[A-Z])A(?=[A-Z])")
+_CARET_LIKE = re.compile(r"(?<=[^\W\d_])~(?=[^\W\d_])")
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_FULL_MONTHS = ("JANUARY", "FEBRUARY", "MARCH", "APRIL", "MAY", "JUNE", "JULY", "AUGUST",
+                "SEPTEMBER", "OCTOBER", "NOVEMBER", "DECEMBER")
+#: Overlay tokens that identify nobody (orientation, scale, window, acquisition, series).
+_OVERLAY_WORDS = frozenset({
+    "L", "R", "A", "P", "H", "F", "S", "I", "AP", "PA", "LR", "RL", "SI", "IS", "LAT", "LAO",
+    "RAO", "LPO", "RPO", "AX", "AXIAL", "SAG", "COR", "TRA", "W", "C", "WW", "WL", "WC", "SE",
+    "IM", "IMA", "IMG", "SER", "SL", "ST", "THK", "TR", "TE", "TI", "FA", "ET", "FOV", "DFOV",
+    "KV", "KVP", "MA", "MAS", "MS", "CM", "MM", "HU", "NEX", "ZOOM", "TILT", "ROT", "SCAN",
+    "NO", "OF", "B", "X", "Z", "SP", "ACQ", "CTDI", "DLP", "MGY", "FR", "HZ", "MHZ",
+})
+_OVERLAY_TOKEN = re.compile(
+    r"[-+]?\d{1,4}(?:[.,]\d+)?(?:MM|CM|M|MS|S|KV|KVP|MA|MAS|HU|X|%|DEG|HZ|MHZ|T|MGY)?"
+    r"|\d{1,3}/\d{1,3}|(?:[A-Z]{1,4}[:=]?[-+]?\d{1,4}(?:[.,]\d+)?)+"
+)
+_TOKEN_SPLIT = re.compile(r"[\s,;:=()\[\]]+")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A text box that holds PHI (or any text, in "all-text" mode).
+
+    Attributes
+    ----------
+    box : TextBox
+        The region to redact.
+    entity : str
+        The PHI entity (``NAME``, ``ID``, ``DATE``...; ``OTHER`` for unclassified text).
+    confidence : float
+        Match factor times the recogniser score, in [0, 1].
+    source : str
+        ``"header"``, ``"pattern"``, ``"dictionary"`` or ``"all-text"``; never the text.
+    """
+
+    box: TextBox
+    entity: str
+    confidence: float
+    source: str
+
+
+@dataclass(frozen=True)
+class _Hit:
+    entity: str
+    factor: float
+    source: str
+
+
+def decide(
+    boxes: Sequence[TextBox], texts: Sequence[Recognition], context: HeaderContext, *,
+    mode: Mode = "phi-only", entities: frozenset[str] | None = None,
+    tagger: PhiTagger | None = None,
+) -> list[Finding]:
+    """Return the boxes to redact, in input order.
+
+    Parameters
+    ----------
+    boxes, texts
+        The detected boxes and their recognitions (same length, same order).
+    context
+        The header PHI of the same file.
+    mode
+        ``"all-text"`` (every box with text), ``"phi-only"`` (boxes whose text holds
+        PHI) or ``"none"``.
+    entities
+        When given, only findings of these entity types are kept.
+    tagger
+        The free-text tagger; :func:`default_tagger` when None.
+
+    Returns
+    -------
+    list of Finding
+        At most one per box.
+    """
+    if len(boxes) != len(texts):
+        raise ValueError(f"{len(boxes)} boxes but {len(texts)} recognitions")
+    if mode not in ("all-text", "phi-only", "none"):
+        raise ValueError("mode must be 'all-text', 'phi-only' or 'none'")
+    if mode == "none":
+        return []
+    active = tagger if tagger is not None else default_tagger()
+    out: list[Finding] = []
+    for box, rec in zip(boxes, texts, strict=True):
+        if not rec.text.strip():
+            continue
+        every = _hits(rec.text, context, active)
+        hits = [h for h in every if entities is None or h.entity in entities]
+        # a match of the file's own header is certain: it names the entity when present
+        best = max(hits, key=lambda h: (h.source == "header", h.factor), default=None)
+        score = max(0.0, min(1.0, rec.score))
+        if mode == "all-text":
+            if best is None and every:
+                continue  # PHI of an entity type the profile does not redact
+            entity = best.entity if best is not None else "OTHER"
+            if entities is None or entity in entities:
+                out.append(Finding(box, entity, score, "all-text"))
+        elif best is not None:
+            out.append(Finding(box, best.entity, min(1.0, best.factor * score), best.source))
+    return out
+
+
+def ocr_variants(text: str) -> list[str]:
+    """Return ``text`` and its OCR-noise variants that the taggers are run on.
+
+    The text itself; ``~`` between letters read back as ``^``; every token that holds a
+    digit with its confusable letters read as digits (``1234S678`` -> ``12345678``);
+    and the same tokens with their confusable digits read as letters (``D0E`` -> ``DOE``).
+    Duplicates are dropped; the original comes first.
+    """
+    upper_mixed = _MIXED.sub(lambda m: m.group(0).upper(), text)
+    candidates = [
+        text,
+        _CARET_LIKE.sub("^", text),
+        _MIXED.sub(lambda m: m.group(0).upper().translate(_TO_DIGIT), upper_mixed),
+        _MIXED.sub(lambda m: m.group(0).translate(_TO_LETTER), text),
+    ]
+    return list(dict.fromkeys(candidates))
+
+
+def _hits(text: str, context: HeaderContext, tagger: PhiTagger) -> list[_Hit]:
+    """Every reason to flag ``text``; header hits survive the overlay veto."""
+    header = list(_header_hits(text, context))
+    other: list[_Hit] = []
+    for i, variant in enumerate(ocr_variants(text)):
+        for span in tagger.tag(variant, context):
+            if span.source == "header":
+                header.append(_Hit(span.entity, _EXACT if i == 0 else _FOLDED, "header"))
+            else:
+                factor = span.confidence * (1.0 if i == 0 else _FOLDED)
+                other.append(_Hit(span.entity, factor, span.source))
+    if _DIGIT_RUN.search(text):
+        return [*header, *other, _Hit("ID", _SAFETY, "pattern")]
+    if _caret_split_name(text):
+        other.append(_Hit("NAME", 0.7, "dictionary"))
+    if header or not _only_overlay(text):
+        return header + other
+    return []
+
+
+def _squash(text: str) -> str:
+    """Upper-cased letters and digits only (accents stripped)."""
+    return "".join(ch for ch in fold(text).upper() if ch.isalnum())
+
+
+def _fold_squash(text: str) -> str:
+    """:func:`_squash` with every confusable character replaced by its representative."""
+    return "".join(ch for ch in fold(text).upper().translate(_CONFUSABLE) if ch.isalnum())
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """Squashed header values of one context: (plain key, folded key, entity)."""
+
+    names: tuple[tuple[str, str], ...]
+    values: tuple[tuple[str, str, str], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _keys(context: HeaderContext) -> _Keys:
+    names = {(_squash(n), _fold_squash(n)) for n in context.names if len(_squash(n)) >= 3}
+    values: set[tuple[str, str, str]] = set()
+    for value in context.ids:
+        squashed = _squash(value)
+        for key in (squashed, squashed.lstrip("0")):
+            if len(key) >= 4:
+                values.add((key, _fold_squash(key), "ID"))
+    for group, generic, entity in ((context.institutions, INSTITUTION_WORDS, "INSTITUTION"),
+                                   (context.other, ADDRESS_WORDS, "LOCATION")):
+        for value in group:
+            words = re.findall(r"[^\W_]+", fold(value).upper())
+            keys = [w for w in words if len(w) >= 4 and w not in generic]
+            if any(w not in generic for w in words):
+                keys.append(_squash(value))
+            values.update((k, _fold_squash(k), entity) for k in keys if len(k) >= 4)
+    for day in context.dates:
+        values.update((k, _fold_squash(k), "DATE") for k in _date_forms(day))
+    return _Keys(tuple(sorted(names)), tuple(sorted(values)))
+
+
+def _date_forms(day: datetime.date) -> set[str]:
+    """Squashed renderings of one date (separators are dropped by squashing anyway)."""
+    y, yy = f"{day.year:04d}", f"{day.year % 100:02d}"
+    forms: set[str] = set()
+    for d in {f"{day.day:02d}", str(day.day)}:
+        for m in {f"{day.month:02d}", str(day.month)}:
+            forms.update({y + m + d, d + m + y, m + d + y, d + m + yy, m + d + yy, yy + m + d})
+        for mon in (_MONTHS[day.month - 1], _FULL_MONTHS[day.month - 1]):
+            forms.update({d + mon + y, d + mon + yy, mon + d + y})
+    return {f for f in forms if len(f) >= 6}
+
+
+def _header_hits(text: str, context: HeaderContext) -> Iterator[_Hit]:
+    """Header values found in the squashed (and confusable-folded) text."""
+    if context.empty:
+        return
+    keys = _keys(context)
+    plain, folded = _squash(text), _fold_squash(text)
+    for key, fkey, entity in keys.values:
+        if key in plain:
+            yield _Hit(entity, _EXACT, "header")
+        elif fkey in folded:
+            yield _Hit(entity, _FOLDED, "header")
+    found = [(key, fkey) for key, fkey in keys.names if fkey in folded]
+    if not found:
+        return
+    tokens = {_fold_squash(t) for t in re.findall(r"[^\W_]+|\|", text)}
+    whole = [k for k in found if k[1] in tokens]
+    exact = any(key in plain for key, _f in found)
+    if len({f for _k, f in found}) >= 2 or whole:
+        yield _Hit("NAME", _EXACT if exact else _FOLDED, "header")
+        return
+    vocabulary = clinical_vocabulary()
+    inside_words = [t for t in re.findall(r"[^\W\d_]+", fold(text).upper())
+                    if found[0][1] in _fold_squash(t)]
+    if inside_words and all(w in vocabulary for w in inside_words):
+        return  # a lone short name part inside a clinical word ("ANN" in "SCANNER")
+    yield _Hit("NAME", _PARTIAL, "header")
+
+
+def _caret_split_name(text: str) -> bool:
+    """True when a token reads as ``FAMILY^GIVEN`` with ``^`` read as ``A``."""
+    names, vocabulary = name_dictionary().all, clinical_vocabulary()
+    for token in re.findall(r"[^\W\d_]{7,}", fold(text).upper()):
+        for m in _INNER_A.finditer(token):
+            left, right = token[:m.start()], token[m.end():]
+            if all(len(p) >= 3 and p in names and p not in vocabulary for p in (left, right)):
+                return True
+    return False
+
+
+def _only_overlay(text: str) -> bool:
+    """True when every token is an overlay marker or a clinical word that is no name."""
+    vocabulary, names = clinical_vocabulary(), name_dictionary().all
+    tokens = [t.strip(".'\"") for t in _TOKEN_SPLIT.split(fold(text).upper())]
+    tokens = [t for t in tokens if t]
+    if not tokens:
+        return True
+    for token in tokens:
+        if token in _OVERLAY_WORDS or _OVERLAY_TOKEN.fullmatch(token):
+            continue
+        if token.isalpha() and token in vocabulary and token not in names:
+            continue
+        return False
+    return True
