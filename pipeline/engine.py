@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
@@ -34,6 +35,10 @@ from pipeline.text import (
     relevant,
 )
 from pipeline.values import string_values
+
+if TYPE_CHECKING:
+    from pipeline.pixel.stage import PixelEngines, PixelFinding, PixelOutcome
+
 from pipeline.vr import BYTES_VRS, DATE_VRS, NUMBER_VRS, STRING_VRS, TEXT_VRS
 
 __all__ = ["AttributeAction", "DeidResult", "Pseudonym", "deidentify", "describe_actions", "plan"]
@@ -64,6 +69,8 @@ class DeidResult:
     study_uid: str
     series_uid: str
     sop_uid: str
+    pixel_findings: tuple[PixelFinding, ...] = ()
+    requires_review: bool = False
 
 
 def _patient_key(ds: Dataset) -> tuple[str, str]:
@@ -262,9 +269,15 @@ def _context(ds: Dataset, compiled: CompiledProfile, keyring: Keyring) -> tuple[
     return ctx, note
 
 
-def _warnings(ds: Dataset) -> list[str]:
-    warnings = []
-    if "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+def _has_pixels(ds: Dataset) -> bool:
+    return "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+
+
+def _warnings(ds: Dataset, cleans_pixels: bool) -> list[str]:
+    warnings: list[str] = []
+    if cleans_pixels:
+        return warnings  # the pixel stage scans every frame; its findings say what it did
+    if _has_pixels(ds):
         burned = str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES"
         modality = str(ds.get("Modality", "") or "").upper()
         if burned or modality in _BURNED_IN_MODALITIES:
@@ -276,6 +289,21 @@ def _warnings(ds: Dataset) -> list[str]:
     else:
         warnings.append("no pixel data: metadata only")
     return warnings
+
+
+def _clean_pixels(
+    ds: Dataset, compiled: CompiledProfile, ctx: DeidContext, engines: PixelEngines | None
+) -> PixelOutcome:
+    from pipeline.pixel.stage import clean_pixels, engines_for  # ONNX Runtime: load on use
+
+    settings = compiled.profile.pixel
+    outcome = clean_pixels(ds, settings, ctx.header, engines or engines_for(settings))
+    counts = {status: sum(f.status == status for f in outcome.findings)
+              for status in ("cleared", "pending-review", "rejected")}
+    note = ", ".join(f"{n} {status}" for status, n in counts.items())
+    ctx.record("(7FE0,0010)", 0x7FE00010, "OB", "clean-pixels", "option:clean-pixel-data",
+               f"{outcome.views_scanned} view(s) scanned; {note}")
+    return outcome
 
 
 def _finish(ds: Dataset, compiled: CompiledProfile, ctx: DeidContext) -> None:
@@ -319,7 +347,12 @@ def _finish(ds: Dataset, compiled: CompiledProfile, ctx: DeidContext) -> None:
 
 
 def deidentify(
-    ds: Dataset, compiled: CompiledProfile, keyring: Keyring, *, in_place: bool = False
+    ds: Dataset,
+    compiled: CompiledProfile,
+    keyring: Keyring,
+    *,
+    in_place: bool = False,
+    pixel_engines: PixelEngines | None = None,
 ) -> DeidResult:
     """De-identify ``ds`` with ``compiled``; return the result and what was done.
 
@@ -333,6 +366,9 @@ def deidentify(
         The secret key that all pseudonyms derive from.
     in_place
         Modify ``ds`` itself instead of a deep copy (faster; the caller owns ``ds``).
+    pixel_engines
+        Text detector and recognizer for clean-pixel-data (default: PP-OCRv4 on ONNX
+        Runtime, loaded once per process).
 
     Raises
     ------
@@ -345,7 +381,8 @@ def deidentify(
         if not str(ds.get(keyword, "") or "").strip():
             raise DeidError(f"missing {keyword}")
     ctx, note = _context(ds, compiled, keyring)
-    warnings = _warnings(ds)
+    cleans_pixels = "clean-pixel-data" in compiled.options and _has_pixels(ds)
+    warnings = _warnings(ds, cleans_pixels)
     if note:
         warnings.append(note)
     retain_institution = "retain-institution-identity" in compiled.options
@@ -353,11 +390,14 @@ def deidentify(
     try:
         walker.walk(ds, "", deep=False)
         walker.finish()
+        pixel = _clean_pixels(ds, compiled, ctx, pixel_engines) if cleans_pixels else None
     except DeidError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise DeidError(f"cannot process an element ({type(exc).__name__})") from exc
     _finish(ds, compiled, ctx)
+    if pixel is not None and pixel.requires_review:
+        warnings.append("pixel findings under the review threshold: requires review")
     pseudonyms = [Pseudonym(kind, orig, new) for (kind, orig), new in ctx.pseudonyms.items()]
     if ctx.subject is None:
         pseudonyms.append(Pseudonym("patient", ctx.patient_key.split("\x00")[1], ctx.pseudo_id))
@@ -369,6 +409,8 @@ def deidentify(
         study_uid=str(ds.StudyInstanceUID),
         series_uid=str(ds.SeriesInstanceUID),
         sop_uid=str(ds.SOPInstanceUID),
+        pixel_findings=pixel.findings if pixel else (),
+        requires_review=bool(pixel and pixel.requires_review),
     )
 
 

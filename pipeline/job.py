@@ -14,8 +14,9 @@ import traceback
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -41,6 +42,7 @@ from pipeline.io.report import (
     JobInfo,
     JobReport,
     KeyInfo,
+    PixelFindingEntry,
     ProfileInfo,
     UsageError,
     ensure_outside,
@@ -51,6 +53,9 @@ from pipeline.io.sinks import DuplicateOutputError, FolderSink
 from pipeline.io.sources import iter_sources
 from pipeline.keys import Keyring
 from pipeline.profile import CompiledProfile
+
+if TYPE_CHECKING:
+    from pipeline.pixel.stage import PixelFinding
 
 __all__ = ["FileOutcome", "process_file", "run_job"]
 
@@ -68,6 +73,8 @@ class FileOutcome:
     warnings: tuple[str, ...] = ()
     actions: tuple[AttributeAction, ...] = ()
     pseudonyms: tuple[Pseudonym, ...] = ()
+    pixel_findings: tuple[PixelFinding, ...] = ()
+    requires_review: bool = False
 
     def entry(self) -> FileEntry:
         """The report entry (pseudonyms stay out of the report)."""
@@ -76,8 +83,10 @@ class FileOutcome:
             output=self.output,
             status=self.status,  # type: ignore[arg-type]
             reason=self.reason,
+            requires_review=self.requires_review,
             warnings=list(self.warnings),
             actions=[ActionEntry.of(a) for a in self.actions],
+            pixel_findings=[PixelFindingEntry(**asdict(f)) for f in self.pixel_findings],
         )
 
 
@@ -148,6 +157,8 @@ def _with_result(
         warnings=result.warnings,
         actions=result.actions,
         pseudonyms=result.pseudonyms,
+        pixel_findings=result.pixel_findings,
+        requires_review=result.requires_review,
     )
 
 
@@ -312,5 +323,6 @@ def _report(
         duration_s=round(duration, 3),
         files_per_s=round(len(entries) / duration, 2) if duration > 0 else 0.0,
         counts={status: counts.get(status, 0) for status in STATUSES},
+        requires_review=sum(e.requires_review for e in entries),
     )
     return JobReport(job=info, files=entries)

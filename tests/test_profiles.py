@@ -489,16 +489,47 @@ def test_missing_parent_is_reported(tmp_path: Path, extends: str, fragment: str)
 # --- semantic refusals ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("option", ["clean-pixel-data", "clean-recognizable-visual-features"])
-def test_pixel_options_are_refused_with_a_clear_message(tmp_path: Path, option: str) -> None:
+def test_recognizable_visual_features_option_is_refused_with_a_clear_message(
+    tmp_path: Path,
+) -> None:
+    option = "clean-recognizable-visual-features"
     path = write(tmp_path, "p.yaml", f"schema_version: 1\nname: p\noptions: [{option}]\n")
     for load in (lambda: load_profile(path), lambda: load_profile("dicom-basic", [option])):
         with pytest.raises(ProfileError) as info:
             load()
         message = str(info.value)
         assert option in message
-        assert "pixel" in message
-        assert "not implement" in message
+        assert "not implemented" in message
+
+
+def test_clean_pixel_data_is_accepted_with_default_pixel_settings() -> None:
+    profile = load_profile("dicom-basic", ["clean-pixel-data"])
+    assert "clean-pixel-data" in profile.options
+    assert profile.pixel.mode == "phi-only" and profile.pixel.fill == "min"
+    compiled = compile_profile(profile)
+    assert ("113101", "Clean Pixel Data Option") in compiled.codes
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (["pixel:", "  mode: everything  # <-"], "mode"),
+        (["pixel:", "  margin: 100  # <-"], "margin"),
+        (["pixel:", "  entities: [NAME, FACE]  # <-"], "entities"),
+        (["pixel:", "  regions:", "    - modality: US", "      boxes: [[10, 10, 5, 20]]  # <-"],
+         "x0 < x1"),
+    ],
+)
+def test_bad_pixel_settings_are_errors_with_their_line(
+    tmp_path: Path, lines: list[str], message: str
+) -> None:
+    text = "\n".join(["schema_version: 1", "name: p", *lines]) + "\n"
+    path = write(tmp_path, "p.yaml", text)
+    expected_line = next(i for i, line in enumerate(text.splitlines(), 1) if "# <-" in line)
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    assert message in str(info.value)
+    assert f":{expected_line}:" in str(info.value) or f":{expected_line - 1}:" in str(info.value)
 
 
 def test_full_and_modified_dates_together_are_refused(tmp_path: Path) -> None:
@@ -577,11 +608,11 @@ def test_overrides_set_trial_settings() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "fragment"),
     [
-        ("foo.bar", "1", "only dates.* and trial.*"),
-        ("dates", "1", "only dates.* and trial.*"),
-        ("dates.", "1", "only dates.* and trial.*"),
-        ("dates.shift_min_days.x", "1", "only dates.* and trial.*"),
-        ("rules.select", "x", "only dates.* and trial.*"),
+        ("foo.bar", "1", "only dates.*, trial.* and pixel.*"),
+        ("dates", "1", "only dates.*, trial.* and pixel.*"),
+        ("dates.", "1", "only dates.*, trial.* and pixel.*"),
+        ("dates.shift_min_days.x", "1", "only dates.*, trial.* and pixel.*"),
+        ("rules.select", "x", "only dates.*, trial.* and pixel.*"),
         ("dates.shift_days", "3", "shift_days"),
         ("dates.shift_min_days", "soon", "shift_min_days"),
         ("dates.shift_min_days", "10", "shift_min_days must be <="),

@@ -64,6 +64,17 @@ class ActionEntry(BaseModel):
         )
 
 
+class PixelFindingEntry(BaseModel):
+    """One burned-in text region (where and what kind; never the text)."""
+
+    frame: int
+    box: tuple[int, int, int, int]
+    entity: str
+    confidence: float
+    status: str
+    source: str
+
+
 class FileEntry(BaseModel):
     """What happened to one input file."""
 
@@ -71,8 +82,10 @@ class FileEntry(BaseModel):
     output: str | None = None
     status: Status
     reason: str | None = None
+    requires_review: bool = False
     warnings: list[str] = Field(default_factory=list)
     actions: list[ActionEntry] = Field(default_factory=list)
+    pixel_findings: list[PixelFindingEntry] = Field(default_factory=list)
 
 
 class ProfileInfo(BaseModel):
@@ -102,6 +115,7 @@ class JobInfo(BaseModel):
     duration_s: float
     files_per_s: float
     counts: dict[str, int]
+    requires_review: int = 0
 
 
 class JobReport(BaseModel):

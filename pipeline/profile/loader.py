@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import ProfileError
 from pipeline.profile.schema import (
-    PIXEL_OPTIONS,
+    UNSUPPORTED_OPTIONS,
     DateSettings,
+    PixelSettings,
     ProfileDocument,
     Rule,
     TrialSettings,
@@ -23,6 +24,10 @@ from pipeline.profile.schema import (
 from profiles import PROFILE_DIR
 
 DEFAULT_SHIFT_DAYS = (-1095, -1)
+#: Pixel settings a profile gets unless it (or a parent) says otherwise.
+DEFAULT_PIXEL: dict[str, Any] = {
+    "mode": "phi-only", "margin": 2, "fill": "min", "review_threshold": 0.8, "regions": [],
+}
 _MAX_DEPTH = 16
 Location = tuple[str | int, ...]
 
@@ -44,6 +49,7 @@ class Profile(BaseModel):
         shift_min_days=DEFAULT_SHIFT_DAYS[0], shift_max_days=DEFAULT_SHIFT_DAYS[1]
     )
     trial: TrialSettings = TrialSettings()
+    pixel: PixelSettings = PixelSettings.model_validate(DEFAULT_PIXEL)
     rules: list[Rule] = Field(default_factory=list)
     rule_origins: list[str] = Field(default_factory=list)
     lineage: list[str] = Field(default_factory=list)
@@ -164,7 +170,7 @@ def _merge(parent: dict[str, Any], doc: ProfileDocument, path: Path) -> dict[str
         *parent.get("rule_origins", []),
         *(f"{doc.name}#{index + 1}" for index in range(len(doc.rules))),
     ]
-    for key in ("dates", "trial"):
+    for key in ("dates", "trial", "pixel"):
         section = getattr(doc, key)
         if section is not None:
             update = section.model_dump(exclude_none=True)
@@ -189,8 +195,10 @@ def _load_chain(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
 
 def _apply_override(data: dict[str, Any], key: str, raw: str) -> None:
     parts = key.split(".")
-    if len(parts) != 2 or parts[0] not in ("dates", "trial") or not all(parts):
-        raise ProfileError(f"cannot set {key!r}: only dates.* and trial.* settings can be set")
+    if len(parts) != 2 or parts[0] not in ("dates", "trial", "pixel") or not all(parts):
+        raise ProfileError(
+            f"cannot set {key!r}: only dates.*, trial.* and pixel.* settings can be set"
+        )
     value = yaml.safe_load(raw) if raw.strip() else None
     if parts == ["trial", "mapping_csv"] and value is not None:
         value = str(Path(str(value)).resolve())
@@ -231,6 +239,7 @@ def load_profile(
     data["source"] = str(path)
     low, high = DEFAULT_SHIFT_DAYS
     data["dates"] = {"shift_min_days": low, "shift_max_days": high, **data.get("dates", {})}
+    data["pixel"] = {**DEFAULT_PIXEL, **data.get("pixel", {})}
     mapping = data.get("trial", {}).get("mapping_csv")
     if mapping:
         try:
@@ -249,12 +258,11 @@ def load_profile(
 
 def _check_semantics(profile: Profile, path: Path) -> None:
     options = set(profile.options)
-    pixel = sorted(options & PIXEL_OPTIONS)
-    if pixel:
+    unsupported = sorted(options & UNSUPPORTED_OPTIONS)
+    if unsupported:
         raise ProfileError(
-            f"{path}: option {pixel[0]!r} needs pixel-data redaction, which this version of Veil "
-            "does not implement yet; remove the option (pixel data is then left unchanged and "
-            "flagged for review)"
+            f"{path}: option {unsupported[0]!r} (removal of faces and other recognisable "
+            "features) is not implemented by this version of Veil; remove the option"
         )
     if {"retain-longitudinal-full-dates", "retain-longitudinal-modified-dates"} <= options:
         raise ProfileError(

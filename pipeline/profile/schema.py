@@ -25,8 +25,12 @@ RULE_ACTIONS = (
 )
 #: Fields a ``replace`` template may use.
 TEMPLATE_FIELDS = frozenset({"pseudo_id", "subject_id", "site_id", "keyword"})
-#: Options that need pixel redaction, which this version does not implement.
-PIXEL_OPTIONS = frozenset({"clean-pixel-data", "clean-recognizable-visual-features"})
+#: Options this version does not implement (face/feature removal needs its own models).
+UNSUPPORTED_OPTIONS = frozenset({"clean-recognizable-visual-features"})
+#: PHI entity types a pixel finding can have (see pipeline.text.spans.ENTITIES).
+PIXEL_ENTITIES = (
+    "NAME", "ID", "DATE", "AGE", "INSTITUTION", "LOCATION", "PHONE", "EMAIL", "URL", "OTHER",
+)
 
 
 class _Strict(BaseModel):
@@ -125,6 +129,42 @@ def _check_option(value: str) -> str:
     return value
 
 
+class RegionRule(_Strict):
+    """A fixed region to blank on images of a known device (like CTP's pixel scripts).
+
+    Every given criterion must match (case-insensitive for strings); boxes are
+    ``[x0, y0, x1, y1]`` in stored pixels, inclusive-exclusive, applied to every frame.
+    """
+
+    modality: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    rows: int | None = Field(default=None, ge=1)
+    columns: int | None = Field(default=None, ge=1)
+    boxes: list[tuple[int, int, int, int]] = Field(min_length=1)
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _boxes(self) -> RegionRule:
+        for x0, y0, x1, y1 in self.boxes:
+            if not (0 <= x0 < x1 and 0 <= y0 < y1):
+                raise ValueError("a region box needs 0 <= x0 < x1 and 0 <= y0 < y1")
+        return self
+
+
+class PixelSettings(_Strict):
+    """Burned-in text: detection, PHI decision and redaction (option clean-pixel-data)."""
+
+    mode: Literal["phi-only", "all-text", "none"] | None = None
+    det_threshold: float | None = Field(default=None, gt=0, lt=1)
+    box_threshold: float | None = Field(default=None, gt=0, lt=1)
+    margin: int | None = Field(default=None, ge=0, le=64)
+    fill: Literal["min", "black", "zero"] | None = None
+    entities: list[Literal[PIXEL_ENTITIES]] | None = None  # type: ignore[valid-type]
+    review_threshold: float | None = Field(default=None, ge=0, le=1)
+    regions: list[RegionRule] | None = None
+
+
 class ProfileDocument(_Strict):
     """One profile file as written, before ``extends`` is resolved."""
 
@@ -140,6 +180,7 @@ class ProfileDocument(_Strict):
     residual_sweep: bool | None = None
     dates: DateSettings | None = None
     trial: TrialSettings | None = None
+    pixel: PixelSettings | None = None
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("schema_version")

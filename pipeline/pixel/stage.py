@@ -1,0 +1,170 @@
+"""The pixel stage of de-identification (option clean-pixel-data).
+
+For every frame and view: detect text boxes, read them, decide which hold PHI
+(the file's own header values, patterns, dictionaries), add the fixed regions of
+known devices, then fill every PHI box in the stored pixels. Findings record where
+and what kind, never the text. A finding whose confidence is under the profile's
+review threshold is still redacted (privacy first) and flags the instance for review;
+text judged not to be PHI is left in place and reported as ``rejected``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+from pipeline.pixel.frames import views
+from pipeline.pixel.phi import decide
+from pipeline.pixel.redact import RedactionResult, redact
+from pipeline.pixel.types import Recognition, TextBox, TextDetector, TextRecognizer
+from pipeline.profile.schema import PixelSettings, RegionRule
+from pipeline.text import HeaderContext
+
+CLEARED, PENDING, REJECTED = "cleared", "pending-review", "rejected"
+
+
+@dataclass(frozen=True)
+class PixelFinding:
+    """One text region found in the pixels (no text: it is PHI)."""
+
+    frame: int
+    box: tuple[int, int, int, int]
+    entity: str
+    confidence: float
+    status: str
+    source: str
+
+
+@dataclass(frozen=True)
+class PixelOutcome:
+    """What the pixel stage found and did to one instance."""
+
+    findings: tuple[PixelFinding, ...]
+    redaction: RedactionResult | None
+    views_scanned: int
+
+    @property
+    def requires_review(self) -> bool:
+        """Whether any finding waits for a person."""
+        return any(f.status == PENDING for f in self.findings)
+
+
+@dataclass(frozen=True)
+class PixelEngines:
+    """The detector and recognizer the stage uses (injected; ONNX by default)."""
+
+    detector: TextDetector
+    recognizer: TextRecognizer
+
+
+@functools.cache
+def default_engines(det_threshold: float | None, box_threshold: float | None) -> PixelEngines:
+    """PP-OCRv4 engines, built once per process and per thresholds."""
+    from pipeline.pixel.ppocr import PPOCRDetector, PPOCRRecognizer
+
+    return PixelEngines(
+        PPOCRDetector(thresh=det_threshold, box_thresh=box_threshold), PPOCRRecognizer()
+    )
+
+
+def engines_for(settings: PixelSettings) -> PixelEngines:
+    """The default engines for a profile's pixel settings."""
+    return default_engines(settings.det_threshold, settings.box_threshold)
+
+
+def _matches(rule: RegionRule, ds: Dataset) -> bool:
+    checks = {
+        "modality": str(ds.get("Modality", "") or ""),
+        "manufacturer": str(ds.get("Manufacturer", "") or ""),
+        "model": str(ds.get("ManufacturerModelName", "") or ""),
+    }
+    for field, actual in checks.items():
+        wanted = getattr(rule, field)
+        if wanted is not None and wanted.strip().upper() != actual.strip().upper():
+            return False
+    if rule.rows is not None and int(ds.get("Rows", 0) or 0) != rule.rows:
+        return False
+    return rule.columns is None or int(ds.get("Columns", 0) or 0) == rule.columns
+
+
+def _overlap(a: TextBox, b: TextBox) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    if width <= 0 or height <= 0:
+        return 0.0
+    return width * height / min(a.area, b.area)
+
+
+def clean_pixels(
+    ds: Dataset, settings: PixelSettings, context: HeaderContext, engines: PixelEngines
+) -> PixelOutcome:
+    """Find and redact burned-in PHI in ``ds`` (in place); return the findings."""
+    mode = settings.mode or "phi-only"
+    entities = frozenset(settings.entities) if settings.entities else None
+    threshold = settings.review_threshold if settings.review_threshold is not None else 0.8
+    found: list[tuple[TextBox, str, float, str, str]] = []
+    scanned = 0
+    if mode != "none":
+        for view in views(ds):
+            scanned += 1
+            boxes = engines.detector.detect(view.image)
+            if not boxes:
+                continue
+            texts: list[Recognition] = engines.recognizer.recognize(view.image, boxes)
+            phi = {id(f.box): f for f in decide(boxes, texts, context, mode=mode,
+                                                entities=entities)}
+            for box in boxes:
+                stored = view.to_stored(box)
+                if stored.area == 0:
+                    continue
+                finding = phi.get(id(box))
+                if finding is None:
+                    found.append((stored, "OTHER", box.score, REJECTED, "detector"))
+                else:
+                    status = CLEARED if finding.confidence >= threshold else PENDING
+                    found.append((stored, finding.entity, finding.confidence, status,
+                                  finding.source))
+    for rule in settings.regions or []:
+        if _matches(rule, ds):
+            for x0, y0, x1, y1 in rule.boxes:
+                found.append((TextBox(x0, y0, x1, y1, 1.0, -1), "OTHER", 1.0, CLEARED, "region"))
+    findings = _merge(found)
+    to_redact = [
+        TextBox(*f.box, score=f.confidence, frame=f.frame)
+        for f in findings if f.status != REJECTED
+    ]
+    margin = settings.margin if settings.margin is not None else 2
+    result = redact(ds, to_redact, fill=settings.fill or "min", margin=margin)
+    return PixelOutcome(tuple(findings), result, scanned)
+
+
+def _merge(found: list[tuple[TextBox, str, float, str, str]]) -> list[PixelFinding]:
+    """One finding per region: boxes of different views overlapping mostly are merged.
+
+    A merged region is redacted if any of its boxes was PHI; it keeps the most
+    protective status (cleared or pending over rejected) and the highest confidence.
+    """
+    rank = {CLEARED: 2, PENDING: 1, REJECTED: 0}
+    merged: list[list[tuple[TextBox, str, float, str, str]]] = []
+    for item in found:
+        for group in merged:
+            head = group[0][0]
+            if head.frame == item[0].frame and _overlap(head, item[0]) > 0.5:
+                group.append(item)
+                break
+        else:
+            merged.append([item])
+    out = []
+    for group in merged:
+        boxes = [g[0] for g in group]
+        best = max(group, key=lambda g: (rank[g[3]] > 0, g[2]))
+        status = max((g[3] for g in group), key=lambda s: rank[s])
+        if status == PENDING and any(g[3] == CLEARED for g in group):
+            status = CLEARED
+        box = (min(b.x0 for b in boxes), min(b.y0 for b in boxes),
+               max(b.x1 for b in boxes), max(b.y1 for b in boxes))
+        out.append(PixelFinding(group[0][0].frame, box, best[1], round(best[2], 4), status,
+                                best[4]))
+    return out

@@ -1,0 +1,172 @@
+"""clean-pixel-data end to end: findings, statuses, regions, redaction, report."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import compiled
+from factories import PHI, make_ct
+from pydicom.dataset import Dataset
+from test_pixel_ppocr import burn, covers, ct_like
+
+from pipeline.engine import deidentify
+from pipeline.keys import Keyring
+from pipeline.pixel.stage import PixelEngines, clean_pixels, engines_for
+from pipeline.pixel.types import Recognition, TextBox
+from pipeline.profile import compile_profile, load_profile
+from pipeline.text import HeaderContext
+
+KEY = Keyring(b"p" * 32)
+NAME_BOX = (0.1, 0.1, 0.5, 0.2)  # fractions of the view: where the fake detector "sees" text
+CLINICAL_BOX = (0.6, 0.8, 0.9, 0.9)
+
+
+class FakeDetector:
+    """Finds the same two regions on every view, in that view's coordinates."""
+
+    def __init__(self, regions: list[tuple[float, float, float, float]]) -> None:
+        self.regions = regions
+
+    def detect(self, image: np.ndarray) -> list[TextBox]:
+        rows, cols = image.shape[:2]
+        return [TextBox(int(x0 * cols), int(y0 * rows), int(x1 * cols), int(y1 * rows), 0.9, 0)
+                for x0, y0, x1, y1 in self.regions]
+
+
+class FakeRecognizer:
+    """Reads the given strings, one per box, with the given score."""
+
+    def __init__(self, texts: list[str], score: float) -> None:
+        self.texts, self.score = texts, score
+
+    def recognize(self, image: np.ndarray, boxes: list[TextBox]) -> list[Recognition]:
+        return [Recognition(t, self.score) for t in self.texts[: len(boxes)]]
+
+
+def _engines(score: float = 0.95, regions=(NAME_BOX, CLINICAL_BOX)) -> PixelEngines:
+    texts = [PHI["PatientName"].replace("^", " "), "W 400 L 40"]
+    return PixelEngines(FakeDetector(list(regions)), FakeRecognizer(texts, score))
+
+
+def _stored_box(frac: tuple[float, float, float, float], size: int) -> tuple[int, ...]:
+    return tuple(int(f * size) for f in frac)
+
+
+def test_phi_text_is_redacted_clinical_text_kept_and_findings_reported():
+    ds = make_ct(rows=64, columns=64, seed=5)
+    before = ds.pixel_array.copy()
+    result = deidentify(ds, compiled("dicom-basic", "clean-pixel-data"), KEY,
+                        pixel_engines=_engines())
+    after = result.dataset.pixel_array
+    statuses = {f.status for f in result.pixel_findings}
+    assert statuses == {"cleared", "rejected"}
+    cleared = next(f for f in result.pixel_findings if f.status == "cleared")
+    assert cleared.entity == "NAME" and cleared.frame == 0
+    x0, y0, x1, y1 = cleared.box
+    assert (after[y0:y1, x0:x1] == 0).all()  # MONOCHROME2 unsigned: "min" fill is 0
+    outside = np.ones_like(before, dtype=bool)
+    outside[max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2] = False  # default margin 2
+    assert (after[outside] == before[outside]).all()
+    assert result.dataset.BurnedInAnnotation == "NO"
+    codes = [i.CodeValue for i in result.dataset.DeidentificationMethodCodeSequence]
+    assert "113101" in codes
+    assert not result.requires_review
+    assert PHI["PatientName"].split("^")[0] not in repr(result.pixel_findings)
+
+
+def test_low_confidence_phi_is_redacted_and_flags_the_instance_for_review():
+    ds = make_ct(rows=64, columns=64, seed=6)
+    result = deidentify(ds, compiled("dicom-basic", "clean-pixel-data"), KEY,
+                        pixel_engines=_engines(score=0.5))
+    pending = [f for f in result.pixel_findings if f.status == "pending-review"]
+    assert pending and result.requires_review
+    x0, y0, x1, y1 = pending[0].box
+    assert (result.dataset.pixel_array[y0:y1, x0:x1] == 0).all()
+    assert any("requires review" in w for w in result.warnings)
+
+
+def test_region_rules_blank_known_device_areas_without_any_detection(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "schema_version: 1\nname: p\nextends: dicom-basic\noptions: [clean-pixel-data]\n"
+        "pixel:\n  mode: none\n  margin: 0\n  regions:\n"
+        "    - modality: CT\n      rows: 64\n      boxes: [[0, 0, 64, 8]]\n"
+        "    - modality: US\n      boxes: [[0, 8, 64, 16]]\n", "utf-8")
+    profile = compile_profile(load_profile(path))
+    ds = make_ct(rows=64, columns=64, seed=7)
+    before = ds.pixel_array.copy()
+    result = deidentify(ds, profile, KEY, pixel_engines=_engines(regions=()))
+    after = result.dataset.pixel_array
+    assert (after[0:8] == 0).all()
+    assert (after[8:] == before[8:]).all()  # the US rule does not apply to a CT
+    assert [f.source for f in result.pixel_findings] == ["region"]
+
+
+def test_entity_filter_keeps_unlisted_entities_in_place():
+    profile = compile_profile(load_profile("dicom-basic", ["clean-pixel-data"],
+                                           overrides={"pixel.entities": "[DATE]"}))
+    ds = make_ct(rows=64, columns=64, seed=8)
+    before = ds.pixel_array.copy()
+    result = deidentify(ds, profile, KEY, pixel_engines=_engines())
+    assert all(f.status == "rejected" for f in result.pixel_findings)
+    assert (result.dataset.pixel_array == before).all()
+
+
+def _burned_ct() -> tuple[Dataset, list[tuple[int, int, int, int]]]:
+    lines = [PHI["PatientName"].replace("^", " ").upper(), f"ID {PHI['PatientID']}",
+             "19450316", "W 400 L 40"]
+    img, truth = burn(ct_like(seed=11), [18, 18, 18, 18], lines=lines, fill=240)
+    ds = make_ct(rows=512, columns=512)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelData = (img.astype(np.uint16) * 16).tobytes()
+    ds.WindowCenter, ds.WindowWidth = "2048", "4096"
+    ds.RescaleIntercept, ds.RescaleSlope = "0", "1"
+    return ds, truth
+
+
+@pytest.mark.slow
+def test_burned_in_header_values_are_found_and_removed_by_the_real_ocr_chain():
+    ds, truth = _burned_ct()
+    result = deidentify(ds, compiled("dicom-basic", "clean-pixel-data"), KEY)
+    cleared = [f for f in result.pixel_findings if f.status in ("cleared", "pending-review")]
+    for line in truth[:3]:  # name, ID, birth date: all PHI lines are covered by a redaction
+        assert any(covers(TextBox(*f.box, 1.0, 0), line, tol=2) for f in cleared), line
+    x0, y0, x1, y1 = truth[3]  # the window label is clinical text: still there
+    assert result.dataset.pixel_array[y0:y1, x0:x1].max() >= 240 * 16 - 1
+    buffer = io.BytesIO()
+    result.dataset.save_as(buffer, enforce_file_format=True)
+    back = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    # a second OCR pass over the output, matching against the ORIGINAL header, finds no PHI
+    settings = load_profile("dicom-basic", ["clean-pixel-data"]).pixel
+    original = HeaderContext.from_dataset(ds)
+    assert original.names and original.ids
+    again = clean_pixels(back, settings, original, engines_for(settings))
+    assert again.views_scanned >= 2
+    assert not [f for f in again.findings if f.status != "rejected"]
+
+
+@pytest.mark.slow
+def test_report_lists_pixel_findings_without_their_text(tmp_path):
+    import json
+
+    from pipeline.cli import main
+
+    ds, _ = _burned_ct()
+    src = tmp_path / "src"
+    src.mkdir()
+    ds.save_as(src / "burned.dcm", enforce_file_format=True)
+    report = tmp_path / "report.json"
+    status = main(["deid", str(src), "--out", str(tmp_path / "out"), "--profile", "dicom-basic",
+                   "--option", "clean-pixel-data", "--report", str(report), "--quiet"])
+    assert status == 0
+    text = report.read_text()
+    entry = json.loads(text)["files"][0]
+    assert entry["pixel_findings"], "the burned-in lines are reported"
+    assert {"frame", "box", "entity", "confidence", "status", "source"} <= set(
+        entry["pixel_findings"][0])
+    assert any(a["action"] == "clean-pixels" for a in entry["actions"])
+    for value in (PHI["PatientID"], "Johnathan", "JOHNATHAN", "19450316"):
+        assert value not in text
