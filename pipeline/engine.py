@@ -37,7 +37,8 @@ from pipeline.text import (
 from pipeline.values import string_values
 
 if TYPE_CHECKING:
-    from pipeline.pixel.stage import PixelEngines, PixelFinding, PixelOutcome
+    from pipeline.pixel.stage import PixelEngines, PixelOutcome
+    from pipeline.pixel.types import PixelFinding
 
 from pipeline.vr import BYTES_VRS, DATE_VRS, NUMBER_VRS, STRING_VRS, TEXT_VRS
 

@@ -14,7 +14,7 @@ import traceback
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,7 +42,6 @@ from pipeline.io.report import (
     JobInfo,
     JobReport,
     KeyInfo,
-    PixelFindingEntry,
     ProfileInfo,
     UsageError,
     ensure_outside,
@@ -55,7 +54,7 @@ from pipeline.keys import Keyring
 from pipeline.profile import CompiledProfile
 
 if TYPE_CHECKING:
-    from pipeline.pixel.stage import PixelFinding
+    from pipeline.pixel.types import PixelFinding
 
 __all__ = ["FileOutcome", "process_file", "run_job"]
 
@@ -86,7 +85,7 @@ class FileOutcome:
             requires_review=self.requires_review,
             warnings=list(self.warnings),
             actions=[ActionEntry.of(a) for a in self.actions],
-            pixel_findings=[PixelFindingEntry(**asdict(f)) for f in self.pixel_findings],
+            pixel_findings=list(self.pixel_findings),
         )
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from pipeline.engine import AttributeAction, Pseudonym
 from pipeline.errors import VeilError
 from pipeline.io.atomic import atomic_write
+from pipeline.pixel.types import PixelFinding
 
 __all__ = [
     "STATUSES",
@@ -64,17 +65,6 @@ class ActionEntry(BaseModel):
         )
 
 
-class PixelFindingEntry(BaseModel):
-    """One burned-in text region (where and what kind; never the text)."""
-
-    frame: int
-    box: tuple[int, int, int, int]
-    entity: str
-    confidence: float
-    status: str
-    source: str
-
-
 class FileEntry(BaseModel):
     """What happened to one input file."""
 
@@ -85,7 +75,7 @@ class FileEntry(BaseModel):
     requires_review: bool = False
     warnings: list[str] = Field(default_factory=list)
     actions: list[ActionEntry] = Field(default_factory=list)
-    pixel_findings: list[PixelFindingEntry] = Field(default_factory=list)
+    pixel_findings: list[PixelFinding] = Field(default_factory=list)
 
 
 class ProfileInfo(BaseModel):

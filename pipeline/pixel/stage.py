@@ -18,23 +18,17 @@ from pydicom.dataset import Dataset
 from pipeline.pixel.frames import views
 from pipeline.pixel.phi import decide
 from pipeline.pixel.redact import RedactionResult, redact
-from pipeline.pixel.types import Recognition, TextBox, TextDetector, TextRecognizer
+from pipeline.pixel.types import (
+    PixelFinding,
+    Recognition,
+    TextBox,
+    TextDetector,
+    TextRecognizer,
+)
 from pipeline.profile.schema import PixelSettings, RegionRule
 from pipeline.text import HeaderContext
 
 CLEARED, PENDING, REJECTED = "cleared", "pending-review", "rejected"
-
-
-@dataclass(frozen=True)
-class PixelFinding:
-    """One text region found in the pixels (no text: it is PHI)."""
-
-    frame: int
-    box: tuple[int, int, int, int]
-    entity: str
-    confidence: float
-    status: str
-    source: str
 
 
 @dataclass(frozen=True)
@@ -161,8 +155,6 @@ def _merge(found: list[tuple[TextBox, str, float, str, str]]) -> list[PixelFindi
         boxes = [g[0] for g in group]
         best = max(group, key=lambda g: (rank[g[3]] > 0, g[2]))
         status = max((g[3] for g in group), key=lambda s: rank[s])
-        if status == PENDING and any(g[3] == CLEARED for g in group):
-            status = CLEARED
         box = (min(b.x0 for b in boxes), min(b.y0 for b in boxes),
                max(b.x1 for b in boxes), max(b.y1 for b in boxes))
         out.append(PixelFinding(group[0][0].frame, box, best[1], round(best[2], 4), status,

@@ -72,6 +72,22 @@ class Recognition:
         return f"Recognition(text=<{len(self.text)} chars>, score={self.score:.3f})"
 
 
+@dataclass(frozen=True)
+class PixelFinding:
+    """One text region found in the pixels, as reported (never its text: it may be PHI).
+
+    ``status`` is ``cleared`` (redacted), ``pending-review`` (redacted, confidence under
+    the review threshold) or ``rejected`` (judged not PHI, left in place).
+    """
+
+    frame: int
+    box: tuple[int, int, int, int]
+    entity: str
+    confidence: float
+    status: str
+    source: str
+
+
 @runtime_checkable
 class TextDetector(Protocol):
     """Finds text regions in one image."""
