@@ -1,0 +1,166 @@
+"""Pixel-PHI metrics: ground truth of :mod:`benchmarks.pixel_corpus` against Veil's findings.
+
+* **PHI box recall**: a ground-truth PHI line counts as covered when at least 95% of its
+  box's pixels lie inside the redacted area: the union of Veil's finding boxes with
+  status ``cleared`` or ``pending-review``, each grown by the profile's margin and
+  clipped to the image (what :func:`pipeline.pixel.redact.redact` fills).
+* **Over-redaction**: redacted pixels outside every ground-truth text box (PHI and
+  overlays alike), as a share of the image area.
+* **Overlay false redaction**: share of non-PHI overlay lines (``W 400 L 40``, ``R``...)
+  of which at least half the pixels were redacted.
+* **Header leaks**: the header bytes (everything before Pixel Data) of an output file
+  scanned case-insensitively for the PHI strings the generator wrote.
+* **Re-OCR leaks**: Tesseract (``--psm 11``, one thread) reads the redacted frame; a PHI
+  value counts as still readable when its letters and digits (case-insensitive,
+  separators ignored) appear in what Tesseract read. Run on the original frame too, as
+  the positive control: Tesseract cannot read every rendered line to begin with.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "COVER_THRESHOLD",
+    "Box",
+    "coverage",
+    "covered",
+    "header_bytes",
+    "header_leaks",
+    "over_redaction",
+    "readable",
+    "redaction_mask",
+    "squash",
+    "tesseract_available",
+    "tesseract_text",
+    "text_mask",
+]
+
+Box = tuple[int, int, int, int]
+#: Share of a truth box's pixels that must be redacted for it to count as covered.
+COVER_THRESHOLD = 0.95
+#: Share of an overlay's pixels that, once redacted, make it a false redaction.
+OVERLAY_THRESHOLD = 0.5
+REDACTED_STATUSES = frozenset({"cleared", "pending-review"})
+_PIXEL_TAGS = (b"\xe0\x7f\x10\x00OW", b"\xe0\x7f\x10\x00OB")
+_NON_ALNUM = re.compile(r"[^0-9A-Z]")
+
+
+@dataclass(frozen=True)
+class FindingBox:
+    """The part of a Veil pixel finding the metrics need."""
+
+    box: Box
+    status: str
+    frame: int = 0
+
+
+def redaction_mask(shape: tuple[int, int], findings: Iterable[FindingBox],
+                   margin: int, frame: int = 0) -> np.ndarray:
+    """Boolean mask of the pixels Veil redacted in one frame.
+
+    Parameters
+    ----------
+    shape : (rows, columns)
+        Frame size in stored pixels.
+    findings : iterable of FindingBox
+        Findings; only ``cleared`` and ``pending-review`` ones of ``frame`` count.
+    margin : int
+        Pixels added on every side of each box (the profile's ``pixel.margin``).
+    """
+    rows, cols = shape
+    mask = np.zeros((rows, cols), dtype=bool)
+    for finding in findings:
+        if finding.status not in REDACTED_STATUSES or finding.frame != frame:
+            continue
+        x0, y0, x1, y1 = finding.box
+        mask[max(y0 - margin, 0):max(min(y1 + margin, rows), 0),
+             max(x0 - margin, 0):max(min(x1 + margin, cols), 0)] = True
+    return mask
+
+
+def coverage(box: Box, mask: np.ndarray) -> float:
+    """Share of the pixels of ``box`` that are set in ``mask`` (1.0 for an empty box)."""
+    x0, y0, x1, y1 = box
+    area = max(x1 - x0, 0) * max(y1 - y0, 0)
+    if area == 0:
+        return 1.0
+    return float(mask[y0:y1, x0:x1].sum()) / area
+
+
+def covered(box: Box, mask: np.ndarray, threshold: float = COVER_THRESHOLD) -> bool:
+    """Whether at least ``threshold`` of ``box`` is redacted."""
+    return coverage(box, mask) >= threshold
+
+
+def text_mask(shape: tuple[int, int], boxes: Iterable[Box]) -> np.ndarray:
+    """Boolean mask of the union of ground-truth text boxes."""
+    mask = np.zeros(shape, dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def over_redaction(redacted: np.ndarray, truth_boxes: Iterable[Box]) -> tuple[int, int]:
+    """Redacted pixels outside every truth box, and the image area, in pixels."""
+    outside = redacted & ~text_mask(redacted.shape, truth_boxes)
+    return int(outside.sum()), int(redacted.size)
+
+
+def header_bytes(data: bytes) -> bytes:
+    """The bytes before the top-level Pixel Data element (all of them if absent)."""
+    cut = max(data.rfind(tag) for tag in _PIXEL_TAGS)
+    return data if cut < 0 else data[:cut]
+
+
+def header_leaks(path: Path, phi: Sequence[str]) -> list[str]:
+    """PHI strings found, case-insensitively, in the header bytes of ``path``."""
+    head = header_bytes(path.read_bytes()).upper()
+    return [s for s in phi if s and s.upper().encode("latin-1", "replace") in head]
+
+
+def squash(text: str) -> str:
+    """Upper-case letters and digits only (separators and case ignored)."""
+    return _NON_ALNUM.sub("", text.upper())
+
+
+def readable(value: str, ocr_text: str, *, any_word: bool = False) -> bool:
+    """Whether the PHI ``value`` can be read in ``ocr_text`` (case and separators ignored).
+
+    With ``any_word`` (names), one word of 3 or more characters suffices (a family name
+    alone identifies); otherwise the whole squashed value must appear.
+    """
+    seen = squash(ocr_text)
+    if any_word:
+        words = [squash(w) for w in re.split(r"[\s^,]+", value)]
+        return any(w in seen for w in words if len(w) >= 3)
+    key = squash(value)
+    return bool(key) and key in seen
+
+
+def tesseract_available() -> bool:
+    """Whether the ``tesseract`` command is installed."""
+    return shutil.which("tesseract") is not None
+
+
+def tesseract_text(image: np.ndarray, timeout: float = 60.0) -> str:
+    """Text Tesseract reads in a uint8 image (sparse text, ``--psm 11``, one thread)."""
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "frame.png"
+        Image.fromarray(image).save(path)
+        done = subprocess.run(["tesseract", str(path), "stdout", "--psm", "11"],
+                              capture_output=True, env=env, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"tesseract failed with exit status {done.returncode}")
+    return done.stdout.decode("utf-8", "replace")
