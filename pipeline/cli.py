@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Sequence, Sized
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -31,6 +32,9 @@ from pipeline.job import run_job
 from pipeline.keys import Keyring
 from pipeline.profile import CompiledProfile, compile_profile, list_profiles, load_profile
 from pipeline.profile import validate_profile_file as _validate
+
+if TYPE_CHECKING:
+    from pipeline.verify import VerifyReport
 
 __all__ = ["build_parser", "main"]
 
@@ -81,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = sub.add_parser("keygen", help="write a new random secret key file (mode 0600)")
     keygen.add_argument("file", metavar="FILE")
     keygen.set_defaults(func=_cmd_keygen)
+
+    verify = sub.add_parser("verify", help="look for residual PHI in de-identified output")
+    verify.add_argument("folder", metavar="DIR", help="de-identified output folder")
+    verify.add_argument("--report", metavar="FILE", help="JSON report (outside DIR)")
+    verify.add_argument("--no-pixels", action="store_true", help="do not read pixel data (OCR)")
+    verify.set_defaults(func=_cmd_verify)
 
     demo = sub.add_parser("demo", help="de-identify the sample files bundled with pydicom")
     demo.add_argument("--out", default="demo-output", metavar="DIR", help="(demo-output)")
@@ -294,6 +304,58 @@ def _cmd_demo(args: argparse.Namespace, err: Console) -> int:
             f"key: {key_path} (outside the output folder)\n"
         )
     return 1 if report.failed else 0
+
+
+def _cmd_verify(args: argparse.Namespace, err: Console) -> int:
+    """``veil verify``: 0 when nothing is suspect, 1 when a file is suspect or failed."""
+    from pipeline import verify
+
+    if not Path(args.folder).is_dir():
+        raise UsageError(f"no such folder: {args.folder}")
+    if args.report:
+        verify.check_report_path(args.report, args.folder)
+    report = verify.verify_folder(args.folder, pixels=not args.no_pixels)
+    if args.report:
+        verify.write_verify_report(report, args.report)
+    _print_verify(report, args.report, Console())
+    return 1 if report.flagged else 0
+
+
+def _print_verify(report: VerifyReport, report_path: str | None,
+                  out: Console) -> None:
+    """Print the totals and the suspects (where and what kind; never a value)."""
+    table = Table(title="veil verify", show_header=False)
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for status, count in report.totals.counts.items():
+        style = "red" if status in ("suspect", "failed") and count else ""
+        table.add_row(status, Text(str(count), style=style))
+    table.add_row("total", str(report.totals.files))
+    table.add_row("suspects", f"{report.totals.header_suspects} header, "
+                              f"{report.totals.pixel_suspects} pixel")
+    table.add_row("pixels", "read (OCR)" if report.pixels_checked else "not read (--no-pixels)")
+    table.add_row("folder", Text(report.folder))
+    table.add_row("report", Text(report_path or "-"))
+    out.print(table)
+    rows = [(f.path, s) for f in report.files for s in f.suspects]
+    if rows:
+        found = Table(title=f"suspects ({len(rows)})")
+        for column in ("file", "where", "kind", "entity", "score"):
+            found.add_column(column, overflow="fold")
+        for path, suspect in rows[:50]:
+            found.add_row(Text(path), Text(suspect.where), suspect.kind,
+                          Text(suspect.entity, style="red"), f"{suspect.score:.2f}")
+        out.print(found)
+        if len(rows) > 50:
+            out.print(Text("... see the report (--report FILE) for all of them"))
+    failed = [f for f in report.files if f.status == "failed"]
+    if failed:
+        fails = Table(title=f"failed files ({len(failed)})")
+        fails.add_column("file", overflow="fold")
+        fails.add_column("reason", overflow="fold")
+        for entry in failed[:20]:
+            fails.add_row(Text(entry.path), Text(entry.reason or ""))
+        out.print(fails)
 
 
 def _cmd_keygen(args: argparse.Namespace, err: Console) -> int:
