@@ -37,13 +37,17 @@ class FakeDetector:
 
 
 class FakeRecognizer:
-    """Reads the given strings, one per box, with the given score."""
+    """Reads the name in the upper half of the image and the label in the lower half."""
 
     def __init__(self, texts: list[str], score: float) -> None:
         self.texts, self.score = texts, score
+        self.reads = 0
 
     def recognize(self, image: np.ndarray, boxes: list[TextBox]) -> list[Recognition]:
-        return [Recognition(t, self.score) for t in self.texts[: len(boxes)]]
+        self.reads += len(boxes)
+        rows = image.shape[0]
+        return [Recognition(self.texts[0] if b.y0 < rows / 2 else self.texts[1], self.score)
+                for b in boxes]
 
 
 def _engines(score: float = 0.95, regions=(NAME_BOX, CLINICAL_BOX)) -> PixelEngines:
@@ -77,12 +81,28 @@ def test_phi_text_is_redacted_clinical_text_kept_and_findings_reported():
     assert PHI["PatientName"].split("^")[0] not in repr(result.pixel_findings)
 
 
+def test_a_region_read_confidently_in_one_view_is_not_read_again_in_the_others():
+    engines = _engines()
+    result = deidentify(make_ct(rows=64, columns=64), compiled("dicom-basic", "clean-pixel-data"),
+                        KEY, pixel_engines=engines)
+    assert isinstance(engines.recognizer, FakeRecognizer)
+    assert engines.recognizer.reads == 2  # two regions, three views: each read once
+    low = _engines(score=0.5)
+    deidentify(make_ct(rows=64, columns=64), compiled("dicom-basic", "clean-pixel-data"), KEY,
+               pixel_engines=low)
+    assert isinstance(low.recognizer, FakeRecognizer)
+    # the name is redacted after one read; the weakly read label is read in every view
+    assert low.recognizer.reads == 1 + 3
+    assert len(result.pixel_findings) == 2
+
+
 def test_low_confidence_phi_is_redacted_and_flags_the_instance_for_review():
     ds = make_ct(rows=64, columns=64, seed=6)
     result = deidentify(ds, compiled("dicom-basic", "clean-pixel-data"), KEY,
                         pixel_engines=_engines(score=0.5))
     pending = [f for f in result.pixel_findings if f.status == "pending-review"]
     assert pending and result.requires_review
+    assert [f.status for f in result.pixel_findings].count("rejected") == 1  # the label
     x0, y0, x1, y1 = pending[0].box
     assert (result.dataset.pixel_array[y0:y1, x0:x1] == 0).all()
     assert any("requires review" in w for w in result.warnings)

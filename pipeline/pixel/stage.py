@@ -104,21 +104,28 @@ def clean_pixels(
         for view in views(ds):
             scanned += 1
             boxes = engines.detector.detect(view.image)
-            if not boxes:
-                continue
-            texts: list[Recognition] = engines.recognizer.recognize(view.image, boxes)
-            phi = {id(f.box): f for f in decide(boxes, texts, context, mode=mode,
-                                                entities=entities)}
+            stored = {id(box): view.to_stored(box) for box in boxes}
+            to_read = []
             for box in boxes:
-                stored = view.to_stored(box)
-                if stored.area == 0:
+                if stored[id(box)].area == 0:
                     continue
+                settled = _settled(stored[id(box)], found)
+                if settled is None:
+                    to_read.append(box)
+                else:  # another view already read this region well: same verdict
+                    found.append((stored[id(box)], *settled[1:]))
+            if not to_read:
+                continue
+            texts: list[Recognition] = engines.recognizer.recognize(view.image, to_read)
+            phi = {id(f.box): f for f in decide(to_read, texts, context, mode=mode,
+                                                entities=entities)}
+            for box, text in zip(to_read, texts, strict=True):
                 finding = phi.get(id(box))
                 if finding is None:
-                    found.append((stored, "OTHER", box.score, REJECTED, "detector"))
+                    found.append((stored[id(box)], "OTHER", text.score, REJECTED, "detector"))
                 else:
                     status = CLEARED if finding.confidence >= threshold else PENDING
-                    found.append((stored, finding.entity, finding.confidence, status,
+                    found.append((stored[id(box)], finding.entity, finding.confidence, status,
                                   finding.source))
     for rule in settings.regions or []:
         if _matches(rule, ds):
@@ -132,6 +139,24 @@ def clean_pixels(
     margin = settings.margin if settings.margin is not None else 2
     result = redact(ds, to_redact, fill=settings.fill or "min", margin=margin)
     return PixelOutcome(tuple(findings), result, scanned)
+
+
+#: A region read as not PHI with at least this recognition score is not read again in
+#: the other views of its frame (a confident read); a weaker one is, in case another
+#: view's contrast reads PHI there.
+CONFIDENT_READ = 0.9
+
+
+def _settled(
+    box: TextBox, found: list[tuple[TextBox, str, float, str, str]]
+) -> tuple[TextBox, str, float, str, str] | None:
+    """A finding of another view that already decides ``box`` (redacted or confidently not
+    PHI), or None when the region must be read in this view."""
+    for item in found:
+        same_region = item[0].frame == box.frame and _overlap(item[0], box) > 0.5
+        if same_region and (item[3] != REJECTED or item[2] >= CONFIDENT_READ):
+            return item
+    return None
 
 
 def _merge(found: list[tuple[TextBox, str, float, str, str]]) -> list[PixelFinding]:
