@@ -190,3 +190,23 @@ def test_report_lists_pixel_findings_without_their_text(tmp_path):
     assert any(a["action"] == "clean-pixels" for a in entry["actions"])
     for value in (PHI["PatientID"], "Johnathan", "JOHNATHAN", "19450316"):
         assert value not in text
+
+
+class LabelValueRecognizer:
+    """Reads a label on the left and the patient's ID on the right of one line."""
+
+    def recognize(self, image: np.ndarray, boxes: list[TextBox]) -> list[Recognition]:
+        cols = image.shape[1]
+        return [Recognition("Acc:" if b.x0 < cols / 4 else PHI["PatientID"], 0.95)
+                for b in boxes]
+
+
+def test_text_on_the_line_of_phi_is_redacted_with_it_and_other_lines_are_not():
+    detector = FakeDetector([(0.05, 0.1, 0.2, 0.2), (0.25, 0.1, 0.6, 0.2),  # "Acc:" + ID
+                             (0.05, 0.5, 0.2, 0.6)])  # "Acc:" alone on another line
+    engines = PixelEngines(detector, LabelValueRecognizer())
+    result = deidentify(make_ct(rows=64, columns=64), compiled("dicom-basic", "clean-pixel-data"),
+                        KEY, pixel_engines=engines)
+    by_row = sorted(result.pixel_findings, key=lambda f: (f.box[1], f.box[0]))
+    assert [f.status for f in by_row] == ["cleared", "cleared", "rejected"]
+    assert by_row[0].source == "line" and by_row[1].entity == "ID"

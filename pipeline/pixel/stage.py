@@ -131,7 +131,7 @@ def clean_pixels(
         if _matches(rule, ds):
             for x0, y0, x1, y1 in rule.boxes:
                 found.append((TextBox(x0, y0, x1, y1, 1.0, -1), "OTHER", 1.0, CLEARED, "region"))
-    findings = _merge(found)
+    findings = _merge(_extend_lines(found))
     to_redact = [
         TextBox(*f.box, score=f.confidence, frame=f.frame)
         for f in findings if f.status != REJECTED
@@ -139,6 +139,40 @@ def clean_pixels(
     margin = settings.margin if settings.margin is not None else 2
     result = redact(ds, to_redact, fill=settings.fill or "min", margin=margin)
     return PixelOutcome(tuple(findings), result, scanned)
+
+
+def _same_line(a: TextBox, b: TextBox) -> bool:
+    """Whether two boxes of one frame are neighbours on one text line."""
+    if a.frame != b.frame:
+        return False
+    height = max(a.height, b.height)
+    vertical = min(a.y1, b.y1) - max(a.y0, b.y0)
+    gap = max(a.x0, b.x0) - min(a.x1, b.x1)
+    return vertical >= 0.5 * min(a.height, b.height) and gap <= 2 * height
+
+
+def _extend_lines(
+    found: list[tuple[TextBox, str, float, str, str]],
+) -> list[tuple[TextBox, str, float, str, str]]:
+    """Redact whole lines: text next to PHI on its line ("Acc:", "DOB") goes with it.
+
+    A label and its value are often detected as separate boxes; the label alone is
+    not PHI, but leaving it while blanking its value shows what was there and, when
+    the split is wrong, leaves part of the value. Applied until no box changes.
+    """
+    items = list(found)
+    changed = True
+    while changed:
+        changed = False
+        for index, item in enumerate(items):
+            if item[3] != REJECTED:
+                continue
+            for other in items:
+                if other[3] != REJECTED and _same_line(item[0], other[0]):
+                    items[index] = (item[0], other[1], other[2], other[3], "line")
+                    changed = True
+                    break
+    return items
 
 
 #: A region read as not PHI with at least this recognition score is not read again in
