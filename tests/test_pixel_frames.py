@@ -305,3 +305,20 @@ def test_unsupported_photometric_interpretation_raises_deid_error():
     ds = make_image(np.zeros((8, 8), dtype=np.uint8), photometric="HSV")
     with pytest.raises(DeidError):
         list(views(ds))
+
+
+def test_decoding_prefers_pylibjpeg_over_gdcm_which_can_crash_the_process():
+    from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
+
+    from pipeline.pixel.codecs import decoding_plugin
+
+    assert decoding_plugin(JPEGBaseline8Bit) == "pylibjpeg"
+    assert decoding_plugin(JPEG2000) == "pylibjpeg"
+    assert decoding_plugin(RLELossless) == "pylibjpeg"
+    assert decoding_plugin(ExplicitVRLittleEndian) == ""
+    from pydicom.uid import JPEG2000Lossless
+
+    from pipeline.pixel.codecs import encoding_plugin
+
+    assert encoding_plugin(RLELossless) == "pydicom"
+    assert encoding_plugin(JPEG2000Lossless) == "pylibjpeg"

@@ -25,6 +25,7 @@ from pydicom.uid import (
 )
 
 from pipeline.errors import DeidError
+from pipeline.pixel.codecs import decoding_plugin
 from pipeline.pixel.redact import redact
 from pipeline.pixel.types import TextBox
 
@@ -83,7 +84,9 @@ def make_image(
 
 def decoded(ds: Dataset) -> np.ndarray:
     """(frames, rows, cols, samples) stored values, without colour conversion."""
-    arr, _ = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, **RAW)
+    tsyntax = ds.file_meta.TransferSyntaxUID
+    plugin = decoding_plugin(tsyntax)  # the same decoder as Veil's: lossy JPEG decoders differ
+    arr, _ = get_decoder(tsyntax).as_array(ds, **RAW, decoding_plugin=plugin)
     n = int(ds.get("NumberOfFrames") or 1)
     return arr.reshape(n, int(ds.Rows), int(ds.Columns), int(ds.SamplesPerPixel))
 

@@ -29,6 +29,7 @@ from pydicom.pixels import (
 from pydicom.pixels.decoders.base import get_decoder
 
 from pipeline.errors import DeidError
+from pipeline.pixel.codecs import decoding_plugin
 from pipeline.pixel.types import TextBox
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def _decoded_frames(ds: Dataset) -> Iterator[tuple[np.ndarray, str]]:
         raise DeidError("pixel data cannot be decoded: no Transfer Syntax UID in file meta")
     try:
         decoder = get_decoder(tsyntax)
-        frames = decoder.iter_array(ds, as_rgb=False)
+        frames = decoder.iter_array(ds, as_rgb=False, decoding_plugin=decoding_plugin(tsyntax))
         for arr, info in frames:
             yield arr, str(info.get("photometric_interpretation", ds.PhotometricInterpretation))
     except DeidError:

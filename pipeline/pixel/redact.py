@@ -37,6 +37,7 @@ from pydicom.uid import (
 )
 
 from pipeline.errors import DeidError
+from pipeline.pixel.codecs import decoding_plugin, encoding_plugin
 from pipeline.pixel.types import TextBox
 
 Fill = Literal["min", "black", "zero"]
@@ -208,7 +209,8 @@ def _redact_decoded(
         return tsyntax, "none"
     nframes, rows, cols, samples, bits = _layout(ds)
     try:
-        arr, meta = get_decoder(tsyntax).as_array(ds, **_RAW)
+        plugin = decoding_plugin(tsyntax)
+        arr, meta = get_decoder(tsyntax).as_array(ds, **_RAW, decoding_plugin=plugin)
     except Exception as exc:  # pydicom raises several types; report only the type
         raise DeidError(
             f"cannot decode transfer syntax {tsyntax} for redaction: {type(exc).__name__}"
@@ -271,8 +273,10 @@ def _try_encode(ds: Dataset, arr: np.ndarray, target: UID) -> bool:
     ``ds`` must hold ``arr`` as native pixel data; on failure it may be left in any state.
     """
     try:
-        ds.compress(target, arr, generate_instance_uid=False)
-        back, _ = get_decoder(target).as_array(ds, **_RAW)
+        ds.compress(
+            target, arr, encoding_plugin=encoding_plugin(target), generate_instance_uid=False
+        )
+        back, _ = get_decoder(target).as_array(ds, **_RAW, decoding_plugin=decoding_plugin(target))
         if back.shape == arr.shape and np.array_equal(back, arr):
             return True
     except Exception:  # any encoder failure means "try the next one"
