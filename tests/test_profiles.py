@@ -21,7 +21,14 @@ from pipeline.profile import (
 from pipeline.profile.loader import DEFAULT_SHIFT_DAYS
 from profiles import PROFILE_DIR
 
-BUILTINS = ["clinical-trial", "dicom-basic", "gdpr", "hipaa-safe-harbor", "institution-example"]
+BUILTINS = [
+    "clinical-trial",
+    "dicom-basic",
+    "gdpr",
+    "hipaa-safe-harbor",
+    "hipaa-safe-harbor-pixels",
+    "institution-example",
+]
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
 
@@ -74,10 +81,16 @@ def test_every_builtin_profile_except_clinical_trial_compiles(name: str) -> None
     assert compiled.trial is None
 
 
-def test_list_profiles_returns_the_five_builtins() -> None:
+def test_list_profiles_returns_the_six_builtins() -> None:
     profiles = list_profiles()
     assert sorted(p.name for p in profiles) == BUILTINS
-    assert len(profiles) == 5
+    assert len(profiles) == 6
+
+
+def test_hipaa_pixels_profile_adds_pixel_cleaning_to_hipaa() -> None:
+    profile = load_profile("hipaa-safe-harbor-pixels")
+    assert profile.lineage == ["dicom-basic", "hipaa-safe-harbor", "hipaa-safe-harbor-pixels"]
+    assert "clean-pixel-data" in profile.options and "clean-descriptors" in profile.options
 
 
 def test_unknown_builtin_name_lists_the_builtins() -> None:
