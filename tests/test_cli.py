@@ -254,3 +254,15 @@ def test_set_supplies_the_trial_mapping_on_the_command_line(tmp_path, key_file):
     ds = pydicom.dcmread(out)
     assert ds.PatientID == "SUBJ-9" and ds.ClinicalTrialSiteID == "SITE-1"
     assert main([*base, "--set", "nonsense"]) == 2
+
+
+@pytest.mark.slow
+def test_demo_with_burned_in_text_removal_processes_every_sample(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--profile", "hipaa-safe-harbor-pixels",
+                 "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["job"]["counts"]["failed"] == 0
+    scanned = [e for e in report["files"] if any(a["action"] == "clean-pixels"
+                                                 for a in e["actions"])]
+    assert len(scanned) >= 8  # every sample with pixel data went through the OCR stage

@@ -210,3 +210,16 @@ def test_text_on_the_line_of_phi_is_redacted_with_it_and_other_lines_are_not():
     by_row = sorted(result.pixel_findings, key=lambda f: (f.box[1], f.box[0]))
     assert [f.status for f in by_row] == ["cleared", "cleared", "rejected"]
     assert by_row[0].source == "line" and by_row[1].entity == "ID"
+
+
+def test_a_one_bit_image_without_text_passes_untouched():
+    """Binary segmentations cannot be redacted; with no text found nothing needs to be."""
+    ds = make_ct(rows=64, columns=64)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    ds.PixelData = np.packbits(np.eye(64, dtype=np.uint8).ravel(), bitorder="little").tobytes()
+    before = ds.PixelData
+    result = deidentify(ds, compiled("dicom-basic", "clean-pixel-data"), KEY,
+                        pixel_engines=_engines(regions=()))
+    assert result.dataset.PixelData == before
+    assert result.dataset.BurnedInAnnotation == "NO"
+    assert result.pixel_findings == ()

@@ -136,6 +136,9 @@ def clean_pixels(
         TextBox(*f.box, score=f.confidence, frame=f.frame)
         for f in findings if f.status != REJECTED
     ]
+    if not to_redact:  # nothing to fill: the pixel data stays exactly as it was
+        ds.BurnedInAnnotation = "NO"
+        return PixelOutcome(tuple(findings), None, scanned)
     margin = settings.margin if settings.margin is not None else 2
     result = redact(ds, to_redact, fill=settings.fill or "min", margin=margin)
     return PixelOutcome(tuple(findings), result, scanned)
