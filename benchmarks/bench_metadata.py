@@ -297,6 +297,16 @@ def _pin_one_cpu(cpu: int | None) -> int:
     return chosen
 
 
+def start_pixel_run() -> int:
+    """Pin to one CPU and print the machine facts of a pixel benchmark; return the CPU."""
+    cpu = _pin_one_cpu(None)
+    facts = machine_facts()
+    facts.pop("dicognito", None)
+    for key, value in facts.items():
+        print(f"{key}: {value}")
+    return cpu
+
+
 @contextlib.contextmanager
 def _workdir(parent: Path | None) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="veil-bench-", dir=parent))

@@ -36,7 +36,7 @@ import pydicom
 from PIL import Image
 
 from benchmarks import pixel_metrics as pm
-from benchmarks.bench_metadata import machine_facts
+from benchmarks.bench_metadata import start_pixel_run
 from benchmarks.pixel_corpus import PHI_ENTITIES, load_or_generate
 
 __all__ = ["main"]
@@ -131,12 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     files = [f for f in manifest["files"] if args.split in ("all", f["split"])]
     out_dir = args.out or root.with_name(root.name + "-out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cpu = sorted(os.sched_getaffinity(0))[-1]
-    os.sched_setaffinity(0, {cpu})
-    facts = machine_facts()
-    facts.pop("dicognito", None)
-    for key, value in facts.items():
-        print(f"{key}: {value}")
+    cpu = start_pixel_run()
     print(f"pinned to CPU {cpu}; corpus {root} (seed {args.seed}, {args.count} files); "
           f"split {args.split}: {len(files)} files")
 

@@ -56,7 +56,7 @@ import numpy as np
 import pydicom
 
 from benchmarks import pixel_metrics as pm
-from benchmarks.bench_metadata import machine_facts
+from benchmarks.bench_metadata import start_pixel_run
 from benchmarks.bench_pixel import _fmt, _ocr_view
 from benchmarks.pixel_corpus import PHI_ENTITIES, load_or_generate
 
@@ -185,12 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dirs = {name: out_base / name.lower() for name in CONTENDERS}
     for folder in out_dirs.values():
         folder.mkdir(parents=True, exist_ok=True)
-    cpu = sorted(os.sched_getaffinity(0))[-1]
-    os.sched_setaffinity(0, {cpu})
-    facts = machine_facts()
-    facts.pop("dicognito", None)
-    for key, value in facts.items():
-        print(f"{key}: {value}")
+    cpu = start_pixel_run()
     tess = pm.tesseract_available()
     versions = {name: _version(name) for name in (
         "presidio-image-redactor", "presidio-analyzer", "spacy", "pytesseract",

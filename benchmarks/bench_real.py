@@ -50,7 +50,7 @@ import pydicom
 from PIL import Image
 
 from benchmarks import pixel_metrics as pm
-from benchmarks.bench_metadata import machine_facts
+from benchmarks.bench_metadata import start_pixel_run
 from benchmarks.bench_pixel import _fmt
 
 __all__ = ["GROUND_TRUTH", "load_ground_truth", "locate", "main", "render_frame0"]
@@ -209,12 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dirs = {name: out_base / name.lower() for name in contenders}
     for folder in out_dirs.values():
         folder.mkdir(parents=True, exist_ok=True)
-    cpu = sorted(os.sched_getaffinity(0))[-1]
-    os.sched_setaffinity(0, {cpu})
-    facts = machine_facts()
-    facts.pop("dicognito", None)
-    for key, value in facts.items():
-        print(f"{key}: {value}")
+    cpu = start_pixel_run()
     tess = not args.no_tesseract and pm.tesseract_available()
     n_phi = sum(line["phi"] for entry, _ in sources for line in entry["lines"])
     n_lines = sum(len(entry["lines"]) for entry, _ in sources)

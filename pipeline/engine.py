@@ -34,7 +34,7 @@ from pipeline.text import (
     default_tagger,
     relevant,
 )
-from pipeline.values import string_values
+from pipeline.values import private_creator, string_values
 
 if TYPE_CHECKING:
     from pipeline.pixel.stage import PixelEngines, PixelOutcome
@@ -121,14 +121,6 @@ def _keyword(tag: int) -> str:
     return keyword_for_tag(tag) or ""
 
 
-def _creator(ds: Dataset, tag: int) -> str | None:
-    slot = (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
-    if slot not in ds:
-        return None
-    value = ds[slot].value
-    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
-
-
 class _Walker:
     """Applies decisions to every element, recursing into sequences.
 
@@ -160,7 +152,7 @@ class _Walker:
                 continue
             vr = _element_vr(ds, tag)
             path = prefix + _tag_text(tag)
-            creator = _creator(ds, tag) if private else None
+            creator = private_creator(ds, tag) if private else None
             keyword = "" if private else _keyword(tag)
             if vr != "SQ" and relevant(keyword, vr, parent):
                 self.collector.add(keyword, parent, vr, string_values(ds, tag, vr))

@@ -46,3 +46,12 @@ def store(ds: Dataset, tag: int, vr: str, values: list[str] | str | None) -> Non
     if isinstance(values, list):
         values = values[0] if len(values) == 1 else (values or None)
     ds.add_new(tag, vr, values)
+
+
+def private_creator(ds: Dataset, tag: int) -> str | None:
+    """The private creator of private element ``tag`` of ``ds`` (None when missing)."""
+    slot = (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
+    if slot not in ds:
+        return None
+    value = ds[slot].value
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)

@@ -49,6 +49,7 @@ from pipeline.selectors import format_tag
 from pipeline.text import CompositeTagger, DictionaryTagger, HeaderContext, PatternTagger
 from pipeline.text.spans import fold
 from pipeline.text.vocabulary import name_dictionary
+from pipeline.values import private_creator
 from pipeline.vr import DATE_VRS, DUMMY, TEXT_VRS
 
 __all__ = [
@@ -177,15 +178,6 @@ def _walk(ds: Dataset, prefix: str = "") -> Iterator[tuple[str, DataElement, Dat
                 yield from _walk(item, f"{path}[{index}].")
 
 
-def _creator(ds: Dataset, tag: int) -> str | None:
-    """The private creator of a private data element (None when missing)."""
-    slot = (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
-    if slot not in ds:
-        return None
-    value = ds[slot].value
-    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
-
-
 def _is_veil_written(path: str, tag: int, holder: Dataset) -> bool:
     """Values Veil writes, or concept codes: not searched for PHI."""
     if tag == _DEID_METHOD or path.startswith(format_tag(_DEID_METHOD_CODES) + "["):
@@ -269,7 +261,7 @@ def check_header(ds: Dataset) -> tuple[list[Suspect], list[InfoEntry]]:
         tag = int(elem.tag)
         if elem.tag.is_private and not elem.tag.is_private_creator:
             info.append(InfoEntry(where=path, kind="header", what="private element remains",
-                                  creator=_creator(holder, tag)))
+                                  creator=private_creator(holder, tag)))
         if elem.VR in DATE_VRS:
             values = [v for v in _values(elem) if v not in _SAFE_VALUES
                       and v != DUMMY["DA"] and v != DUMMY["DT"]]
