@@ -56,6 +56,7 @@ from typing import Literal
 from pipeline.pixel.types import Recognition, TextBox
 from pipeline.text import HeaderContext, PhiTagger, default_tagger
 from pipeline.text.header import ADDRESS_WORDS, INSTITUTION_WORDS
+from pipeline.text.institutions import InstitutionTagger
 from pipeline.text.spans import fold
 from pipeline.text.vocabulary import clinical_vocabulary, name_dictionary
 
@@ -191,12 +192,16 @@ def ocr_variants(text: str) -> list[str]:
     return list(dict.fromkeys(candidates))
 
 
+#: Institution names by shape: in pixels an institution often has no header counterpart.
+_INSTITUTIONS = InstitutionTagger()
+
+
 def _hits(text: str, context: HeaderContext, tagger: PhiTagger) -> list[_Hit]:
     """Every reason to flag ``text``; header hits survive the overlay veto."""
     header = list(_header_hits(text, context))
     other: list[_Hit] = []
     for i, variant in enumerate(ocr_variants(text)):
-        for span in tagger.tag(variant, context):
+        for span in (*tagger.tag(variant, context), *_INSTITUTIONS.tag(variant, context)):
             if span.source == "header":
                 header.append(_Hit(span.entity, _EXACT if i == 0 else _FOLDED, "header"))
             else:
