@@ -110,6 +110,15 @@ def _fmt(num: int, den: int) -> str:
     return f"{num / den:.3f} ({num}/{den})" if den else "n/a (0)"
 
 
+def veil_pixel_profile() -> tuple[Any, int]:
+    """The compiled profile every pixel benchmark runs Veil with, and its redaction margin."""
+    from pipeline.profile import compile_profile, load_profile
+
+    compiled = compile_profile(load_profile("dicom-basic", options=["clean-pixel-data"]))
+    margin = compiled.profile.pixel.margin
+    return compiled, 2 if margin is None else margin
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -124,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.engine import deidentify
     from pipeline.keys import Keyring
-    from pipeline.profile import compile_profile, load_profile
 
     root = args.corpus or Path(tempfile.gettempdir()) / f"veil-pixel-{args.count}-{args.seed}"
     manifest = load_or_generate(root, args.count, args.seed)
@@ -135,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pinned to CPU {cpu}; corpus {root} (seed {args.seed}, {args.count} files); "
           f"split {args.split}: {len(files)} files")
 
-    compiled = compile_profile(load_profile("dicom-basic", options=["clean-pixel-data"]))
-    margin = compiled.profile.pixel.margin
-    margin = 2 if margin is None else margin
+    compiled, margin = veil_pixel_profile()
     keyring = Keyring.generate()
     clock = _Clock()
     engines = _instrument(clock)

@@ -57,7 +57,7 @@ import pydicom
 
 from benchmarks import pixel_metrics as pm
 from benchmarks.bench_metadata import start_pixel_run
-from benchmarks.bench_pixel import _fmt, _ocr_view
+from benchmarks.bench_pixel import _fmt, _ocr_view, veil_pixel_profile
 from benchmarks.pixel_corpus import PHI_ENTITIES, load_or_generate
 
 __all__ = ["main", "presidio_engine", "presidio_mask"]
@@ -176,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.keys import Keyring
     from pipeline.pixel.ppocr import PPOCRDetector, PPOCRRecognizer
     from pipeline.pixel.stage import PixelEngines
-    from pipeline.profile import compile_profile, load_profile
 
     root = args.corpus or Path(tempfile.gettempdir()) / f"veil-pixel-{args.count}-{args.seed}"
     manifest = load_or_generate(root, args.count, args.seed)
@@ -196,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Presidio: blank spaCy 'en' pipeline (no NER), use_metadata=True, "
           f"fill={args.fill!r}, padding_width={args.padding_width}")
 
-    compiled = compile_profile(load_profile("dicom-basic", options=["clean-pixel-data"]))
-    margin = compiled.profile.pixel.margin
-    margin = 2 if margin is None else margin
+    compiled, margin = veil_pixel_profile()
     keyring = Keyring.generate()
     engines = PixelEngines(PPOCRDetector(intra_op_num_threads=1),
                            PPOCRRecognizer(intra_op_num_threads=1))

@@ -51,7 +51,7 @@ from PIL import Image
 
 from benchmarks import pixel_metrics as pm
 from benchmarks.bench_metadata import start_pixel_run
-from benchmarks.bench_pixel import _fmt
+from benchmarks.bench_pixel import _fmt, veil_pixel_profile
 
 __all__ = ["GROUND_TRUTH", "load_ground_truth", "locate", "main", "render_frame0"]
 
@@ -196,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.keys import Keyring
     from pipeline.pixel.ppocr import PPOCRDetector, PPOCRRecognizer
     from pipeline.pixel.stage import PixelEngines
-    from pipeline.profile import compile_profile, load_profile
 
     doc = load_ground_truth(args.ground_truth)
     try:
@@ -216,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pinned to CPU {cpu}, OMP_THREAD_LIMIT=1; {len(sources)} files, {n_lines} "
           f"transcribed lines ({n_phi} PHI) from {args.ground_truth}")
 
-    compiled = compile_profile(load_profile("dicom-basic", options=["clean-pixel-data"]))
-    margin = compiled.profile.pixel.margin
-    margin = 2 if margin is None else margin
+    compiled, margin = veil_pixel_profile()
     keyring = Keyring.generate()
     engines = PixelEngines(PPOCRDetector(intra_op_num_threads=1),
                            PPOCRRecognizer(intra_op_num_threads=1))

@@ -44,7 +44,7 @@ from pipeline.io.sources import iter_sources
 from pipeline.pixel.frames import views
 from pipeline.pixel.phi import decide
 from pipeline.pixel.stage import PixelEngines
-from pipeline.pixel.types import TextBox
+from pipeline.pixel.types import TextBox, group_regions
 from pipeline.selectors import format_tag
 from pipeline.text import CompositeTagger, DictionaryTagger, HeaderContext, PatternTagger
 from pipeline.text.spans import fold
@@ -296,14 +296,6 @@ def _default_engines() -> PixelEngines:
     return engines_for(load_profile("dicom-basic", ["clean-pixel-data"]).pixel)
 
 
-def _overlap(a: TextBox, b: TextBox) -> float:
-    width = min(a.x1, b.x1) - max(a.x0, b.x0)
-    height = min(a.y1, b.y1) - max(a.y0, b.y0)
-    if width <= 0 or height <= 0:
-        return 0.0
-    return width * height / max(min(a.area, b.area), 1)
-
-
 def check_pixels(ds: Dataset, engines: PixelEngines,
                  *, min_score: float = MIN_TEXT_SCORE) -> list[Suspect]:
     """Return one pixel suspect per text region read in any view of any frame.
@@ -331,16 +323,8 @@ def check_pixels(ds: Dataset, engines: PixelEngines,
             if stored.area == 0:
                 continue
             found.append((stored, phi.get(id(box), "OTHER"), rec.score))
-    groups: list[list[tuple[TextBox, str, float]]] = []
-    for item in found:
-        for group in groups:
-            if group[0][0].frame == item[0].frame and _overlap(group[0][0], item[0]) > 0.5:
-                group.append(item)
-                break
-        else:
-            groups.append([item])
     out = []
-    for group in groups:
+    for group in group_regions(found, lambda item: item[0]):
         boxes = [g[0] for g in group]
         phi_items = [g for g in group if g[1] != "OTHER"]
         entity = max(phi_items, key=lambda g: g[2])[1] if phi_items else "OTHER"

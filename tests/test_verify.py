@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pipeline import verify
 from pipeline.cli import main
 from pipeline.pixel.stage import PixelEngines
-from pipeline.pixel.types import Recognition, TextBox
+from pipeline.pixel.types import Recognition, TextBox, overlap
 
 NAME_TEXT = "seen by John Smith"
 
@@ -304,5 +304,5 @@ def test_burned_in_text_is_found_unless_clean_pixel_data_removed_it(tmp_path):
     assert not [s for s in pixel if s["entity"] in ("NAME", "ID", "DATE")], pixel
     for line in truth[:3]:  # name, ID and birth date lines were redacted: nothing left
         region = TextBox(*line, score=1.0)
-        assert not [b for b in _boxes(pixel) if verify._overlap(b, region) > 0.5], line
+        assert not [b for b in _boxes(pixel) if overlap(b, region) > 0.5], line
     assert any(covers(box, truth[3], tol=2) for box in _boxes(pixel))  # "W 400 L 40" stays

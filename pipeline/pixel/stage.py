@@ -24,6 +24,8 @@ from pipeline.pixel.types import (
     TextBox,
     TextDetector,
     TextRecognizer,
+    group_regions,
+    same_region,
 )
 from pipeline.profile.schema import PixelSettings, RegionRule
 from pipeline.text import HeaderContext
@@ -81,14 +83,6 @@ def _matches(rule: RegionRule, ds: Dataset) -> bool:
     if rule.rows is not None and int(ds.get("Rows", 0) or 0) != rule.rows:
         return False
     return rule.columns is None or int(ds.get("Columns", 0) or 0) == rule.columns
-
-
-def _overlap(a: TextBox, b: TextBox) -> float:
-    width = min(a.x1, b.x1) - max(a.x0, b.x0)
-    height = min(a.y1, b.y1) - max(a.y0, b.y0)
-    if width <= 0 or height <= 0:
-        return 0.0
-    return width * height / min(a.area, b.area)
 
 
 def clean_pixels(
@@ -190,8 +184,7 @@ def _settled(
     """A finding of another view that already decides ``box`` (redacted or confidently not
     PHI), or None when the region must be read in this view."""
     for item in found:
-        same_region = item[0].frame == box.frame and _overlap(item[0], box) > 0.5
-        if same_region and (item[3] != REJECTED or item[2] >= CONFIDENT_READ):
+        if same_region(item[0], box) and (item[3] != REJECTED or item[2] >= CONFIDENT_READ):
             return item
     return None
 
@@ -203,17 +196,8 @@ def _merge(found: list[tuple[TextBox, str, float, str, str]]) -> list[PixelFindi
     protective status (cleared or pending over rejected) and the highest confidence.
     """
     rank = {CLEARED: 2, PENDING: 1, REJECTED: 0}
-    merged: list[list[tuple[TextBox, str, float, str, str]]] = []
-    for item in found:
-        for group in merged:
-            head = group[0][0]
-            if head.frame == item[0].frame and _overlap(head, item[0]) > 0.5:
-                group.append(item)
-                break
-        else:
-            merged.append([item])
     out = []
-    for group in merged:
+    for group in group_regions(found, lambda item: item[0]):
         boxes = [g[0] for g in group]
         best = max(group, key=lambda g: (rank[g[3]] > 0, g[2]))
         status = max((g[3] for g in group), key=lambda s: rank[s])

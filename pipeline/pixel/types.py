@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,33 @@ class Recognition:
 
     def __repr__(self) -> str:
         return f"Recognition(text=<{len(self.text)} chars>, score={self.score:.3f})"
+
+
+def overlap(a: TextBox, b: TextBox) -> float:
+    """Intersection area over the smaller box's area (0 when they do not meet)."""
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    if width <= 0 or height <= 0:
+        return 0.0
+    return width * height / max(min(a.area, b.area), 1)
+
+
+def same_region(a: TextBox, b: TextBox) -> bool:
+    """Boxes of one frame that mostly overlap: one text region seen twice (e.g. two views)."""
+    return a.frame == b.frame and overlap(a, b) > 0.5
+
+
+def group_regions(items: Sequence[T], box: Callable[[T], TextBox]) -> list[list[T]]:
+    """Group items whose boxes are the same region as the first box of a group."""
+    groups: list[list[T]] = []
+    for item in items:
+        for group in groups:
+            if same_region(box(group[0]), box(item)):
+                group.append(item)
+                break
+        else:
+            groups.append([item])
+    return groups
 
 
 @dataclass(frozen=True)
