@@ -621,11 +621,11 @@ def test_overrides_set_trial_settings() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "fragment"),
     [
-        ("foo.bar", "1", "only dates.*, trial.* and pixel.*"),
-        ("dates", "1", "only dates.*, trial.* and pixel.*"),
-        ("dates.", "1", "only dates.*, trial.* and pixel.*"),
-        ("dates.shift_min_days.x", "1", "only dates.*, trial.* and pixel.*"),
-        ("rules.select", "x", "only dates.*, trial.* and pixel.*"),
+        ("foo.bar", "1", "only dates.*, trial.*, pixel.* and text.*"),
+        ("dates", "1", "only dates.*, trial.*, pixel.* and text.*"),
+        ("dates.", "1", "only dates.*, trial.*, pixel.* and text.*"),
+        ("dates.shift_min_days.x", "1", "only dates.*, trial.*, pixel.* and text.*"),
+        ("rules.select", "x", "only dates.*, trial.*, pixel.* and text.*"),
         ("dates.shift_days", "3", "shift_days"),
         ("dates.shift_min_days", "soon", "shift_min_days"),
         ("dates.shift_min_days", "10", "shift_min_days must be <="),

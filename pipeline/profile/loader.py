@@ -19,6 +19,7 @@ from pipeline.profile.schema import (
     PixelSettings,
     ProfileDocument,
     Rule,
+    TextSettings,
     TrialSettings,
 )
 from profiles import PROFILE_DIR
@@ -27,7 +28,11 @@ DEFAULT_SHIFT_DAYS = (-1095, -1)
 #: Pixel settings a profile gets unless it (or a parent) says otherwise.
 DEFAULT_PIXEL: dict[str, Any] = {
     "mode": "phi-only", "margin": 2, "fill": "min", "review_threshold": 0.8, "regions": [],
+    "detector": "ppocr-v4",
 }
+#: Free-text tagging settings a profile gets unless it (or a parent) says otherwise.
+DEFAULT_TEXT: dict[str, Any] = {"ner": False, "ner_threshold": 0.5}
+_SECTIONS = ("dates", "trial", "pixel", "text")
 _MAX_DEPTH = 16
 Location = tuple[str | int, ...]
 
@@ -50,6 +55,7 @@ class Profile(BaseModel):
     )
     trial: TrialSettings = TrialSettings()
     pixel: PixelSettings = PixelSettings.model_validate(DEFAULT_PIXEL)
+    text: TextSettings = TextSettings.model_validate(DEFAULT_TEXT)
     rules: list[Rule] = Field(default_factory=list)
     rule_origins: list[str] = Field(default_factory=list)
     lineage: list[str] = Field(default_factory=list)
@@ -170,7 +176,7 @@ def _merge(parent: dict[str, Any], doc: ProfileDocument, path: Path) -> dict[str
         *parent.get("rule_origins", []),
         *(f"{doc.name}#{index + 1}" for index in range(len(doc.rules))),
     ]
-    for key in ("dates", "trial", "pixel"):
+    for key in _SECTIONS:
         section = getattr(doc, key)
         if section is not None:
             update = section.model_dump(exclude_none=True)
@@ -195,9 +201,9 @@ def _load_chain(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
 
 def _apply_override(data: dict[str, Any], key: str, raw: str) -> None:
     parts = key.split(".")
-    if len(parts) != 2 or parts[0] not in ("dates", "trial", "pixel") or not all(parts):
+    if len(parts) != 2 or parts[0] not in _SECTIONS or not all(parts):
         raise ProfileError(
-            f"cannot set {key!r}: only dates.*, trial.* and pixel.* settings can be set"
+            f"cannot set {key!r}: only dates.*, trial.*, pixel.* and text.* settings can be set"
         )
     value = yaml.safe_load(raw) if raw.strip() else None
     if parts == ["trial", "mapping_csv"] and value is not None:
@@ -240,6 +246,7 @@ def load_profile(
     low, high = DEFAULT_SHIFT_DAYS
     data["dates"] = {"shift_min_days": low, "shift_max_days": high, **data.get("dates", {})}
     data["pixel"] = {**DEFAULT_PIXEL, **data.get("pixel", {})}
+    data["text"] = {**DEFAULT_TEXT, **data.get("text", {})}
     mapping = data.get("trial", {}).get("mapping_csv")
     if mapping:
         try:

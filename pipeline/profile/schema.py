@@ -27,6 +27,8 @@ RULE_ACTIONS = (
 TEMPLATE_FIELDS = frozenset({"pseudo_id", "subject_id", "site_id", "keyword"})
 #: Options this version does not implement (face/feature removal needs its own models).
 UNSUPPORTED_OPTIONS = frozenset({"clean-recognizable-visual-features"})
+#: Text-region detectors a profile can choose (``pixel.detector``).
+TEXT_DETECTORS = ("ppocr-v4", "veil-text-detector")
 #: PHI entity types a pixel finding can have (see pipeline.text.spans.ENTITIES).
 PIXEL_ENTITIES = (
     "NAME", "ID", "DATE", "AGE", "INSTITUTION", "LOCATION", "PHONE", "EMAIL", "URL", "OTHER",
@@ -163,6 +165,14 @@ class PixelSettings(_Strict):
     entities: list[Literal[PIXEL_ENTITIES]] | None = None  # type: ignore[valid-type]
     review_threshold: float | None = Field(default=None, ge=0, le=1)
     regions: list[RegionRule] | None = None
+    detector: Literal[TEXT_DETECTORS] | None = None  # type: ignore[valid-type]
+
+
+class TextSettings(_Strict):
+    """Free-text PHI tagging: the transformer NER model beside the rules."""
+
+    ner: bool | None = None
+    ner_threshold: float | None = Field(default=None, gt=0, lt=1)
 
 
 class ProfileDocument(_Strict):
@@ -181,6 +191,7 @@ class ProfileDocument(_Strict):
     dates: DateSettings | None = None
     trial: TrialSettings | None = None
     pixel: PixelSettings | None = None
+    text: TextSettings | None = None
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("schema_version")
