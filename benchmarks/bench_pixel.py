@@ -1,6 +1,6 @@
 """Burned-in text (pixel PHI): recall, over-redaction, leaks and speed on one core.
 
-Method: the synthetic corpus of :mod:`benchmarks.pixel_corpus` is generated (or reused
+Method: the synthetic corpus of :mod:`training.pixel_corpus` is generated (or reused
 when its manifest matches ``--count`` and ``--seed``); the files of one split are
 de-identified by Veil with ``dicom-basic`` + ``clean-pixel-data`` (PP-OCRv4 engines on
 ONNX Runtime with one intra-op thread), the process pinned to one CPU with
@@ -15,7 +15,12 @@ redacted boxes grown by the profile margin), recall by entity, over-redaction,
 overlay false redaction, header leaks, and re-OCR by Tesseract of the original and the
 redacted frame.
 
-Run ``python -m benchmarks.bench_pixel [--count 60] [--seed 7] [--split test]``.
+With ``--baseline``, the CT 512x512 files are also timed against the configuration
+before the issue-3 speed work (every view; recognition in padded batches), interleaved
+in the same process.
+
+Run ``python -m benchmarks.bench_pixel [--count 60] [--seed 7] [--split test]
+[--baseline]``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from PIL import Image
 
 from benchmarks import pixel_metrics as pm
 from benchmarks.bench_metadata import start_pixel_run
-from benchmarks.pixel_corpus import PHI_ENTITIES, load_or_generate
+from training.pixel_corpus import PHI_ENTITIES, load_or_generate
 
 __all__ = ["main"]
 
@@ -94,6 +99,53 @@ def _instrument(clock: _Clock) -> Any:
                               _TimedEngine(recognizer, clock, "recognize", "recognise"))  # type: ignore[arg-type]
 
 
+def _baseline_ratio(root: Path, files: list[dict[str, Any]], compiled: Any, keyring: Any,
+                    out_dir: Path) -> None:
+    """Time the CT 512x512 files with the current stage and with the baseline, interleaved.
+
+    Baseline: every view (window, full, inverted) and the bundle's recognition batching
+    (6 crops padded to at least 320 columns), the configuration before issue 3's speed
+    work. Same process, same engines' thread count, each file de-identified by both in
+    turn (twice), so machine load hits both alike; prints the mean and the ratio.
+    """
+    from pipeline.engine import deidentify
+    from pipeline.pixel import stage
+    from pipeline.pixel.ppocr import PPOCRDetector, PPOCRRecognizer
+
+    ct = [f for f in files if f["modality"] == "CT" and f["rows"] == 512]
+    if not ct:
+        print("\nbaseline: no CT 512x512 file in this split")
+        return
+    detector = PPOCRDetector(intra_op_num_threads=1)
+    configs = {
+        "current": (stage.DETECT_VIEWS, stage.PixelEngines(
+            detector, PPOCRRecognizer(intra_op_num_threads=1))),
+        "baseline": (None, stage.PixelEngines(
+            detector, PPOCRRecognizer(intra_op_num_threads=1, batch_size=6, min_width=320))),
+    }
+    current_views = stage.DETECT_VIEWS
+    spent: dict[str, list[float]] = defaultdict(list)
+    try:
+        for _ in range(2):
+            for entry in ct:
+                for label, (names, engines) in configs.items():
+                    stage.DETECT_VIEWS = names
+                    start = time.perf_counter()
+                    ds = pydicom.dcmread(root / entry["name"])
+                    result = deidentify(ds, compiled, keyring, in_place=True,
+                                        pixel_engines=engines)
+                    result.dataset.save_as(out_dir / f"baseline-{entry['name']}",
+                                           enforce_file_format=True)
+                    spent[label].append(time.perf_counter() - start)
+    finally:
+        stage.DETECT_VIEWS = current_views
+    now, then = statistics.mean(spent["current"]), statistics.mean(spent["baseline"])
+    print(f"\n## Against the baseline (CT 512x512, {len(ct)} files x 2, interleaved)\n")
+    print(f"current {1000 * now:.0f} ms ({1 / now:.2f} slices/s); baseline (3 views, "
+          f"batched padded recognition) {1000 * then:.0f} ms ({1 / then:.2f} slices/s); "
+          f"speed-up x{then / now:.2f}")
+
+
 def _ocr_view(arr: np.ndarray) -> np.ndarray:
     """uint8 rendering for Tesseract: full range, enlarged x2 when small."""
     if arr.ndim == 2:
@@ -129,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="corpus directory (default $TMPDIR/veil-pixel-<count>-<seed>)")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--no-tesseract", action="store_true")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time CT 512x512 against the pre-issue-3 configuration")
     args = parser.parse_args(argv)
 
     from pipeline.engine import deidentify
@@ -240,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         print("| Tesseract re-OCR leak rate | not measured (tesseract not installed) |")
     for leak in leaks_header[:20]:
         print(f"header leak: {leak}")
+    if args.baseline:
+        _baseline_ratio(root, files, compiled, keyring, out_dir)
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

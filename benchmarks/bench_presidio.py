@@ -1,6 +1,6 @@
 """Burned-in text: Veil beside Presidio's DicomImageRedactorEngine, same corpus, same metrics.
 
-Method: the synthetic corpus of :mod:`benchmarks.pixel_corpus` is generated (or reused
+Method: the synthetic corpus of :mod:`training.pixel_corpus` is generated (or reused
 from the folder :mod:`benchmarks.bench_pixel` uses) and the files of one split are
 redacted, file by file and in turn, by two contenders, the process pinned to one CPU
 with ``os.sched_setaffinity`` (child processes such as Tesseract inherit the pinning)
@@ -58,7 +58,7 @@ import pydicom
 from benchmarks import pixel_metrics as pm
 from benchmarks.bench_metadata import start_pixel_run
 from benchmarks.bench_pixel import _fmt, _ocr_view, veil_pixel_profile
-from benchmarks.pixel_corpus import PHI_ENTITIES, load_or_generate
+from training.pixel_corpus import PHI_ENTITIES, load_or_generate
 
 __all__ = ["main", "presidio_engine", "presidio_mask"]
 

@@ -1,4 +1,4 @@
-"""Pixel-PHI metrics: ground truth of :mod:`benchmarks.pixel_corpus` against Veil's findings.
+"""Pixel-PHI metrics: ground truth of :mod:`training.pixel_corpus` against Veil's findings.
 
 * **PHI box recall**: a ground-truth PHI line counts as covered when at least 95% of its
   box's pixels lie inside the redacted area: the union of Veil's finding boxes with

@@ -23,6 +23,9 @@ from pipeline.text import HeaderContext, HeaderValueTagger, PhiTagger, clean_tex
 from pipeline.values import store, string_values
 from pipeline.vr import BYTES_VRS, DATE_VRS, DUMMY, NUMBER_VRS, TEXT_VRS, max_length
 
+#: Tag -> (formatted tag, keyword) for :meth:`DeidContext.record` (a few hundred tags).
+_TAG_FACTS: dict[int, tuple[str, str]] = {}
+
 
 @dataclass(frozen=True)
 class AttributeAction:
@@ -77,9 +80,13 @@ class DeidContext:
         self, path: str, tag: int, vr: str, action: str, source: str, note: str = ""
     ) -> None:
         """Append one action to the result."""
-        keyword = keyword_for_tag(tag) if not (tag >> 16) & 1 else ""
-        entry = AttributeAction(path, format_tag(tag), keyword, vr, action, source, note)
-        self.actions.append(entry)
+        facts = _TAG_FACTS.get(tag)
+        if facts is None:
+            if len(_TAG_FACTS) > 65536:  # private tags are unbounded in principle
+                _TAG_FACTS.clear()
+            keyword = keyword_for_tag(tag) if not (tag >> 16) & 1 else ""
+            facts = _TAG_FACTS[tag] = (format_tag(tag), keyword)
+        self.actions.append(AttributeAction(path, facts[0], facts[1], vr, action, source, note))
 
     def remap_uid(self, uid: str) -> str:
         """Keyed UID pseudonym; registered (standard) UIDs are left as they are."""

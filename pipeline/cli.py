@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     deid.add_argument("--report", metavar="FILE", help="JSON report (outside --out)")
     deid.add_argument("--map-file", metavar="FILE", help="private pseudonym map (outside --out)")
     deid.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    from pipeline.distributed.cli import add_distributed_args  # light; Ray imported on use
+
+    add_distributed_args(deid)
     deid.set_defaults(func=_cmd_deid)
 
     profiles = sub.add_parser("profiles", help="list, show or validate profiles")
@@ -73,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = psub.add_parser("validate", help="validate profile files")
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(func=_cmd_profiles_validate)
+    from training.cli import add_profiles_register_parser, add_train_parser  # light; MLflow on use
+
+    add_profiles_register_parser(psub)
 
     inspect = sub.add_parser("inspect", help="dry run: what a profile would change in a file")
     inspect.add_argument("file", metavar="FILE")
@@ -97,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_args(demo, required=False)
     demo.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     demo.set_defaults(func=_cmd_demo)
+    add_train_parser(sub)
+    from serving.cli import add_serve_parser  # light; Ray imported only when it runs
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -200,8 +210,10 @@ def _cmd_deid(args: argparse.Namespace, err: Console) -> int:
     for source in args.sources:
         if not Path(source).exists():
             raise UsageError(f"no such file or folder: {source}")
+    from pipeline.distributed.cli import run_distributed
+
     try:
-        report = run_job(
+        report = run_distributed(args, compiled, keyring) or run_job(
             args.sources,
             args.out,
             compiled,

@@ -42,6 +42,7 @@ from pipeline.io.report import (
     JobInfo,
     JobReport,
     KeyInfo,
+    ModelInfo,
     ProfileInfo,
     UsageError,
     ensure_outside,
@@ -54,6 +55,7 @@ from pipeline.keys import Keyring
 from pipeline.profile import CompiledProfile
 
 if TYPE_CHECKING:
+    from pipeline.pixel.stage import PixelEngines
     from pipeline.pixel.types import PixelFinding
 
 __all__ = ["FileOutcome", "process_file", "run_job"]
@@ -94,6 +96,8 @@ def process_file(
     sink: FolderSink,
     compiled: CompiledProfile,
     keyring: Keyring,
+    *,
+    pixel_engines: PixelEngines | None = None,
 ) -> FileOutcome:
     """Read, de-identify (in place) and write one file; never raise for a bad input.
 
@@ -107,6 +111,8 @@ def process_file(
         Compiled profile.
     keyring
         Secret key of the run.
+    pixel_engines
+        Text detector and recognizer for clean-pixel-data (default: built in-process).
 
     Returns
     -------
@@ -125,7 +131,7 @@ def process_file(
         except Exception as exc:
             return _unexpected(source, "reading", exc)
         try:
-            result = deidentify(ds, compiled, keyring, in_place=True)
+            result = deidentify(ds, compiled, keyring, in_place=True, pixel_engines=pixel_engines)
         except VeilError as exc:
             return FileOutcome(source, "failed", reason=f"de-identification failed: {exc}")
         except Exception as exc:
@@ -210,6 +216,7 @@ def run_job(
         When a source does not exist.
     """
     _check_paths(sources, out_dir, report_path, map_path)
+    models = models_used(compiled)
     out = Path(out_dir)
     exclude = [out] if out.is_dir() else []
     files = list(iter_sources(sources, exclude=exclude))
@@ -228,6 +235,7 @@ def run_job(
     duration = time.perf_counter() - t0
     ended = dt.datetime.now(dt.UTC)
     report = _report(entries, compiled, keyring, sink, (started, ended), duration)
+    report.job.models = models
     if map_path is not None:
         write_map(pseudonyms, map_path, key_fingerprint=keyring.fingerprint, profile=compiled.name)
     if report_path is not None:
@@ -325,3 +333,21 @@ def _report(
         requires_review=sum(e.requires_review for e in entries),
     )
     return JobReport(job=info, files=entries)
+
+
+def models_used(compiled: CompiledProfile) -> list[ModelInfo]:
+    """The models the profile's stages load, resolved and sha256-checked (provenance).
+
+    Raises
+    ------
+    UsageError
+        When a model the profile needs is missing or fails its check (before any file).
+    """
+    from pipeline.registry import RegistryError, profile_models
+
+    try:
+        refs = profile_models(compiled.profile)
+    except RegistryError as exc:
+        raise UsageError(f"a model the profile needs is unavailable: {exc}") from exc
+    return [ModelInfo(name=r.name, version=r.version, source=r.source, sha256=r.sha256,
+                      alias=r.alias) for r in refs]

@@ -8,7 +8,7 @@ pydicom's conversion (which honours Specific Character Set).
 
 from __future__ import annotations
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -27,7 +27,13 @@ def split_values(value: object) -> list[str]:
 
 def string_values(ds: Dataset, tag: int, vr: str) -> list[str]:
     """Return the string values of a string-VR element, converting only when needed."""
-    raw = ds.get_item(tag)
+    return element_strings(ds, tag, vr, ds.get_item(tag))
+
+
+def element_strings(
+    ds: Dataset, tag: int, vr: str, raw: DataElement | RawDataElement | None
+) -> list[str]:
+    """:func:`string_values` when the caller already holds ``ds.get_item(tag)`` as ``raw``."""
     if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) and raw.value.isascii():
         text = raw.value.decode("ascii")
         text = text.rstrip(" \x00") if vr in _SINGLE_VALUED else text.strip(" \x00")

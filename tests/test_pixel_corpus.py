@@ -16,7 +16,7 @@ pytest.importorskip("PIL")
 # benchmarks/ is not part of the installed package: import it from the checkout
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import pixel_corpus as pc
+from training import pixel_corpus as pc
 from benchmarks import pixel_metrics as pm
 
 COUNT, SEED = 5, 3
@@ -170,3 +170,14 @@ def test_header_leaks_look_before_pixel_data_only(tmp_path):
     path = tmp_path / "f.dcm"
     path.write_bytes(b"DICM SMITH 123" + b"\xe0\x7f\x10\x00OW" + b"DOE")
     assert pm.header_leaks(path, ["smith", "DOE", "999"]) == ["smith"]
+
+
+@pytest.mark.parametrize(("index", "seed"), [(40, 7), (21, 7), (0, 3), (1, 3), (2, 3)])
+def test_dark_corner_text_lies_wholly_on_its_light_plate(index, seed):
+    # a line longer than its plate had an invisible part (dark ink on a dark field)
+    sample, _, background = pc.make_sample(index, seed)
+    for line in sample.lines:
+        if line.layout == "corners" and line.polarity == "dark":
+            x0, y0, x1, y1 = line.box
+            under = background[y0:y1, x0:x1]
+            assert under.min() == under.max(), (sample.name, line.entity)

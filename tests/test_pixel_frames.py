@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
@@ -322,3 +324,80 @@ def test_decoding_prefers_pylibjpeg_over_gdcm_which_can_crash_the_process():
 
     assert encoding_plugin(RLELossless) == "pydicom"
     assert encoding_plugin(JPEG2000Lossless) == "pylibjpeg"
+
+
+# --- view selection and box tightening --------------------------------------------------
+
+
+@pytest.mark.parametrize(("photometric", "pixels", "names", "expected"), [
+    ("MONOCHROME2", np.arange(64, dtype=np.uint16).reshape(8, 8), ("inverted",), ["inverted"]),
+    ("MONOCHROME2", np.arange(64, dtype=np.uint16).reshape(8, 8), None, ["full", "inverted"]),
+    ("RGB", np.zeros((8, 8, 3), dtype=np.uint8), ("inverted",), ["inverted"]),
+    ("RGB", np.zeros((8, 8, 3), dtype=np.uint8), ("window",), ["color"]),  # none: the first
+])
+def test_views_can_be_restricted_by_name_and_never_skip_a_frame(photometric, pixels, names,
+                                                                   expected):
+    ds = make_image(pixels, photometric=photometric)
+    assert [v.name for v in views(ds, names=names)] == expected
+
+
+def test_the_inverted_view_is_the_full_view_negated():
+    ds = make_image(np.arange(64, dtype=np.uint16).reshape(8, 8))
+    full = next(v for v in views(ds) if v.name == "full")
+    only = list(views(ds, names=("inverted",)))
+    assert len(only) == 1 and (only[0].image == 255 - full.image).all()
+
+
+def _glyphs(background: int, ink: int, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.clip(rng.normal(background, noise, (60, 120)), 0, 255)
+    img[25:35, 30:90:4] = ink  # vertical strokes, rows 25-34, columns 30-86
+    return img.astype(np.uint8)
+
+
+@pytest.mark.parametrize(("background", "ink"), [(20, 230), (230, 20), (100, 140)])
+def test_a_detector_box_is_tightened_to_its_ink_plus_a_pad(background, ink):
+    from pipeline.pixel.frames import INK_PAD, tighten
+
+    box = TextBox(5, 5, 110, 55, 0.8, frame=2)
+    got = tighten(_glyphs(background, ink), box)
+    assert (got.x0, got.y0, got.x1, got.y1) == (30 - INK_PAD, 25 - INK_PAD, 87 + INK_PAD,
+                                                35 + INK_PAD)
+    assert (got.score, got.frame) == (0.8, 2)
+
+
+def test_text_changing_polarity_along_the_line_keeps_its_whole_extent():
+    from pipeline.pixel.frames import tighten
+
+    img = np.full((40, 100), 128, dtype=np.uint8)
+    img[15:25, 10:50:3] = 10  # dark strokes on the left
+    img[15:25, 50:90:3] = 250  # bright strokes on the right
+    got = tighten(img, TextBox(0, 0, 100, 40, 0.9))
+    assert got.x0 <= 10 and got.x1 >= 88 and got.y0 <= 15 and got.y1 >= 25
+
+
+def test_a_box_without_ink_that_stands_out_is_left_unchanged():
+    from pipeline.pixel.frames import tighten
+
+    box = TextBox(2, 3, 98, 37, 0.5)
+    assert tighten(np.full((40, 100), 77, dtype=np.uint8), box) == box
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_faint_strokes_in_strong_noise_are_never_cut_off(seed):
+    from pipeline.pixel.frames import tighten
+
+    got = tighten(_glyphs(120, 140, noise=40.0, seed=seed), TextBox(5, 5, 110, 55, 0.5))
+    assert got.x0 <= 30 and got.y0 <= 25 and got.x1 >= 87 and got.y1 >= 35
+
+
+@given(st.integers(0, 59), st.integers(0, 59), st.integers(0, 59), st.integers(0, 59),
+       st.integers(0, 2**32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_tightening_never_grows_a_box(a, b, c, d, seed):
+    from pipeline.pixel.frames import tighten
+
+    image = np.random.default_rng(seed).integers(0, 256, (60, 60), dtype=np.uint8)
+    box = TextBox(min(a, b), min(c, d), max(a, b), max(c, d), 0.5)
+    got = tighten(image, box)
+    assert box.x0 <= got.x0 <= got.x1 <= box.x1 and box.y0 <= got.y0 <= got.y1 <= box.y1

@@ -242,3 +242,27 @@ def test_small_text_recall_is_reported(detector, recognizer):
         report.append(f"{size}px: detection recall {recall:.2f}, edit distances {errors}")
         assert recall >= 0.75
     print("\n[ppocr small text] " + "; ".join(report))
+
+
+def test_cpu_recognizer_reads_one_unpadded_crop_at_a_time(recognizer):
+    if recognizer.session.get_providers()[0] == "CUDAExecutionProvider":
+        pytest.skip("CUDA keeps the bundle's batching")
+    assert recognizer.batch_size == 1
+    assert recognizer.min_width == PPOCRRecognizer.CPU_MIN_WIDTH < recognizer.prep["min_width"]
+    short = np.zeros((30, 20, 3), dtype=np.uint8)  # ratio 2/3: 32 columns, padded to 96
+    long = np.zeros((30, 300, 3), dtype=np.uint8)  # ratio 10: 480 columns
+    assert recognizer._batch([short]).shape == (1, 3, 48, 96)
+    assert recognizer._batch([long]).shape == (1, 3, 48, 480)
+
+
+@pytest.mark.slow
+def test_reading_without_padding_to_320_columns_gives_the_same_text(recognizer):
+    img, truth = burn(ct_like(), [12, 14, 16, 18])
+    boxes = [TextBox(x0 - 3, y0 - 3, x1 + 3, y1 + 3, 1.0) for x0, y0, x1, y1 in truth]
+    padded = PPOCRRecognizer(intra_op_num_threads=2, batch_size=6, min_width=320)
+    fast = recognizer.recognize(img, boxes)
+    slow = padded.recognize(img, boxes)
+    for line, a, b in zip(LINES, fast, slow, strict=True):
+        want = line.replace(" ", "")
+        assert edit_distance(a.text.replace(" ", ""), want) <= edit_distance(
+            b.text.replace(" ", ""), want) + 1

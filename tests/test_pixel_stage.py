@@ -14,6 +14,8 @@ from test_pixel_ppocr import burn, covers, ct_like
 
 from pipeline.engine import deidentify
 from pipeline.keys import Keyring
+from pipeline.pixel import stage
+from pipeline.pixel.frames import views
 from pipeline.pixel.stage import PixelEngines, clean_pixels, engines_for
 from pipeline.pixel.types import Recognition, TextBox
 from pipeline.profile import compile_profile, load_profile
@@ -81,7 +83,26 @@ def test_phi_text_is_redacted_clinical_text_kept_and_findings_reported():
     assert PHI["PatientName"].split("^")[0] not in repr(result.pixel_findings)
 
 
-def test_a_region_read_confidently_in_one_view_is_not_read_again_in_the_others():
+def test_text_is_detected_in_the_inverted_full_range_view_only_by_default():
+    seen: list[np.ndarray] = []
+
+    class Recording(FakeDetector):
+        def detect(self, image: np.ndarray) -> list[TextBox]:
+            seen.append(image)
+            return super().detect(image)
+
+    ds = make_ct(rows=64, columns=64)
+    full = next(v for v in views(ds) if v.name == "full")
+    engines = PixelEngines(Recording([NAME_BOX]), _engines().recognizer)
+    outcome = clean_pixels(ds, compiled("dicom-basic", "clean-pixel-data").profile.pixel,
+                           HeaderContext.from_dataset(ds), engines)
+    assert outcome.views_scanned == 1 and len(seen) == 1
+    # the same rendering, negated (upscaling rounds each side on its own: off by one at most)
+    assert np.abs(seen[0].astype(int) - (255 - full.image.astype(int))).max() <= 1
+
+
+def test_a_region_read_confidently_in_one_view_is_not_read_again_in_the_others(monkeypatch):
+    monkeypatch.setattr(stage, "DETECT_VIEWS", None)  # every view: window, full, inverted
     engines = _engines()
     result = deidentify(make_ct(rows=64, columns=64), compiled("dicom-basic", "clean-pixel-data"),
                         KEY, pixel_engines=engines)
@@ -164,7 +185,7 @@ def test_burned_in_header_values_are_found_and_removed_by_the_real_ocr_chain():
     original = HeaderContext.from_dataset(ds)
     assert original.names and original.ids
     again = clean_pixels(back, settings, original, engines_for(settings))
-    assert again.views_scanned >= 2
+    assert again.views_scanned >= 1
     assert not [f for f in again.findings if f.status != "rejected"]
 
 
@@ -223,3 +244,28 @@ def test_a_one_bit_image_without_text_passes_untouched():
     assert result.dataset.PixelData == before
     assert result.dataset.BurnedInAnnotation == "NO"
     assert result.pixel_findings == ()
+
+
+@pytest.mark.parametrize(("text", "score", "status", "source"), [
+    ("W 400 L 40", 0.95, "rejected", "detector"),  # read well, not PHI: left in place
+    ("W 400 L 40", 0.3, "pending-review", "unreadable"),  # cannot be read: redacted
+    ("", 0.0, "pending-review", "unreadable"),
+])
+def test_text_that_cannot_be_read_is_redacted_and_sent_for_review(text, score, status, source):
+    ds = make_ct(rows=64, columns=64, seed=8)
+    engines = PixelEngines(FakeDetector([CLINICAL_BOX]), FakeRecognizer([text, text], score))
+    outcome = clean_pixels(ds, compiled("dicom-basic", "clean-pixel-data").profile.pixel,
+                           HeaderContext.from_dataset(ds), engines)
+    (finding,) = outcome.findings
+    assert (finding.status, finding.source, finding.entity) == (status, source, "OTHER")
+    assert outcome.requires_review == (status == "pending-review")
+    assert (outcome.redaction is not None) == (status == "pending-review")
+
+
+def test_an_unreadable_region_that_is_not_line_shaped_is_left_in_place():
+    ds = make_ct(rows=64, columns=64, seed=9)  # a 40% x 60% blob (speckle, anatomy)
+    engines = PixelEngines(FakeDetector([(0.2, 0.2, 0.6, 0.8)]), FakeRecognizer(["", ""], 0.0))
+    outcome = clean_pixels(ds, compiled("dicom-basic", "clean-pixel-data").profile.pixel,
+                           HeaderContext.from_dataset(ds), engines)
+    assert [f.status for f in outcome.findings] == ["rejected"]
+    assert outcome.redaction is None

@@ -25,6 +25,7 @@ __all__ = [
     "FileEntry",
     "JobInfo",
     "JobReport",
+    "ModelInfo",
     "UsageError",
     "ensure_outside",
     "write_json_atomic",
@@ -86,6 +87,16 @@ class ProfileInfo(BaseModel):
     options: list[str] = Field(default_factory=list)
 
 
+class ModelInfo(BaseModel):
+    """A model a job used: registered (or bundle) name, version, where from, sha256."""
+
+    name: str
+    version: str
+    source: str
+    sha256: str
+    alias: str | None = None
+
+
 class KeyInfo(BaseModel):
     """The key a job ran with (its fingerprint only)."""
 
@@ -106,6 +117,7 @@ class JobInfo(BaseModel):
     files_per_s: float
     counts: dict[str, int]
     requires_review: int = 0
+    models: list[ModelInfo] = Field(default_factory=list)
 
 
 class JobReport(BaseModel):

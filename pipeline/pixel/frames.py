@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,9 @@ class View:
         )
 
 
-def views(ds: Dataset, *, min_side: int = MIN_SIDE) -> Iterator[View]:
+def views(
+    ds: Dataset, *, min_side: int = MIN_SIDE, names: Collection[str] | None = None
+) -> Iterator[View]:
     """Yield the views of every frame of ``ds``.
 
     Parameters
@@ -89,6 +91,9 @@ def views(ds: Dataset, *, min_side: int = MIN_SIDE) -> Iterator[View]:
         A dataset with Pixel Data; a dataset without it yields nothing.
     min_side : int
         Frames whose smaller side is under this are upscaled so that it equals it.
+    names : collection of str, optional
+        Yield only the views with these names (all when None); a frame with none of
+        them yields its first view, so no frame is ever skipped.
 
     Raises
     ------
@@ -107,6 +112,8 @@ def views(ds: Dataset, *, min_side: int = MIN_SIDE) -> Iterator[View]:
             raise DeidError(
                 f"pixel data cannot be rendered ({photometric}): {type(exc).__name__}"
             ) from None
+        if names is not None:
+            rendered = [r for r in rendered if r[0] in names] or rendered[:1]
         for name, image in rendered:
             scale = _upscale_factor(image.shape[0], image.shape[1], min_side)
             if scale != 1.0:
@@ -274,3 +281,47 @@ def _axis_weights(size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.
     lower = np.floor(pos).astype(np.intp)
     upper = np.minimum(lower + 1, size - 1)
     return lower, upper, (pos - lower).astype(np.float32)
+
+
+#: Smallest grey-level difference from a box's background that counts as ink when a
+#: detector box is tightened (``tighten``), and the pad kept around the ink (0: the
+#: profile's redaction margin is the safety band around the glyphs).
+INK_CONTRAST = 12
+INK_PAD = 0
+
+
+def tighten(image: np.ndarray, box: TextBox) -> TextBox:
+    """Shrink a detector box to the ink it holds, plus ``INK_PAD`` pixels.
+
+    The detector's boxes are grown ("unclip") well beyond the glyphs. The background of
+    each column runs linearly from its two top to its two bottom pixels (so a gradient
+    along or across the line is not ink); ink is any pixel that differs from its
+    background by ``INK_CONTRAST`` or three times the border's noise (median step between
+    neighbouring border pixels), whichever is larger, in either direction (so text that
+    changes polarity along the line keeps its extent). Rows and
+    columns without ink are trimmed from the edges only, never from inside. The box only
+    ever shrinks; when no ink stands out (noisy background) it is returned unchanged.
+    """
+    if box.width < 3 or box.height < 5:
+        return box
+    crop = image[box.y0:box.y1, box.x0:box.x1]
+    grey = crop.astype(np.float32) if crop.ndim == 2 else crop.astype(np.float32).mean(axis=2)
+    top, bottom = grey[:2].mean(axis=0), grey[-2:].mean(axis=0)
+    along = np.linspace(0.0, 1.0, grey.shape[0], dtype=np.float32)[:, None]
+    background = top + (bottom - top) * along
+    noise = float(np.median(np.abs(np.diff(np.concatenate([grey[:2], grey[-2:]]), axis=1))))
+    ink = np.abs(grey - background) >= max(INK_CONTRAST, 3.0 * noise)
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return box
+    return TextBox(
+        x0=box.x0 + max(int(cols[0]) - INK_PAD, 0),
+        y0=box.y0 + max(int(rows[0]) - INK_PAD, 0),
+        x1=box.x0 + min(int(cols[-1]) + 1 + INK_PAD, box.width),
+        y1=box.y0 + min(int(rows[-1]) + 1 + INK_PAD, box.height),
+        score=box.score,
+        frame=box.frame,
+    )
+
+

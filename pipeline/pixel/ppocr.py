@@ -248,26 +248,43 @@ def _mean_inside(prob: np.ndarray, corners: np.ndarray) -> float:
 class PPOCRRecognizer:
     """PP-OCRv4 CTC line recogniser; implements :class:`~pipeline.pixel.types.TextRecognizer`.
 
+    Crops are resized to the input height and padded on the right to the widest crop of
+    their batch (and to ``min_width``). On a CPU the model's cost grows with the padded
+    width and batching saves nothing, so the CPU defaults are one crop per call and no
+    padding beyond a multiple of 8 columns (the model's time step); with CUDA they are
+    the bundle's batch size and minimum width (PaddleOCR's 320).
+
     Parameters
     ----------
     batch_size : int, optional
-        Crops per inference call (default from the bundle).
+        Crops per inference call (default: 1 on CPU, the bundle's value with CUDA).
+    min_width : int, optional
+        Smallest input width (default: ``CPU_MIN_WIDTH`` on CPU, the bundle's with CUDA).
     intra_op_num_threads : int, optional
         ONNX Runtime intra-op threads (``None``: runtime default).
     """
+
+    #: Smallest input width on CPU: two input heights (a one-character crop still gets
+    #: a few CTC time steps on each side).
+    CPU_MIN_WIDTH = 96
 
     def __init__(
         self,
         *,
         batch_size: int | None = None,
+        min_width: int | None = None,
         intra_op_num_threads: int | None = None,
         bundle: str = REC_BUNDLE,
     ) -> None:
         loaded = load_bundle(bundle)
         self.metadata = loaded.metadata
         self.prep: dict[str, Any] = dict(loaded.metadata["preprocessing"])
-        self.batch_size = int(self.prep["batch_size"] if batch_size is None else batch_size)
         self.session = make_session(loaded.model, intra_op_num_threads)
+        cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
+        default_batch = int(self.prep["batch_size"]) if cuda else 1
+        default_width = int(self.prep["min_width"]) if cuda else self.CPU_MIN_WIDTH
+        self.batch_size = default_batch if batch_size is None else int(batch_size)
+        self.min_width = default_width if min_width is None else int(min_width)
         self.input_name = self.session.get_inputs()[0].name
         self.charset = self._charset(loaded.metadata["postprocessing"]["dictionary"])
 
@@ -309,7 +326,7 @@ class PPOCRRecognizer:
 
         height = int(self.prep["input_height"])
         ratios = [c.shape[1] / c.shape[0] for c in crops]
-        width = max(int(self.prep["min_width"]), math.ceil(height * max(ratios)))
+        width = max(self.min_width, 8 * math.ceil(height * max(ratios) / 8))
         tensor = np.zeros((len(crops), 3, height, width), dtype=np.float32)
         for k, (crop, ratio) in enumerate(zip(crops, ratios, strict=True)):
             cols = min(width, max(1, math.ceil(height * ratio)))

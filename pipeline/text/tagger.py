@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pipeline.text.context import HeaderContext
 from pipeline.text.header import HeaderValueTagger
 from pipeline.text.names import DictionaryTagger
 from pipeline.text.rules import PatternTagger
 from pipeline.text.spans import PhiSpan, merge_overlapping
+
+if TYPE_CHECKING:
+    from pipeline.profile.schema import TextSettings
 
 logger = logging.getLogger(__name__)
 
@@ -50,4 +53,23 @@ def default_tagger() -> CompositeTagger:
     """Return the rule-based stack (header, pattern, dictionary), built once per process."""
     tagger = CompositeTagger([HeaderValueTagger(), PatternTagger(), DictionaryTagger()])
     logger.debug("default PHI tagger built")
+    return tagger
+
+
+@functools.cache
+def tagger_for(settings: TextSettings) -> PhiTagger:
+    """Return the tagger a profile's text settings ask for, built once per settings.
+
+    The rule-based stack when ``ner`` is false; the rules plus the transformer
+    :class:`~pipeline.text.ner.NerTagger` (``models/phi-ner``, threshold
+    ``ner_threshold``) when true. The rules keep their certainty on header values;
+    the model adds what they miss.
+    """
+    if not settings.ner:
+        return default_tagger()
+    from pipeline.text.ner import NerTagger  # ONNX Runtime: load on use
+
+    threshold = settings.ner_threshold if settings.ner_threshold is not None else 0.5
+    tagger = CompositeTagger([*default_tagger().taggers, NerTagger(threshold=threshold)])
+    logger.debug("PHI tagger with the NER model built")
     return tagger

@@ -30,7 +30,7 @@ keyword it was copied from; per file, the split (``train`` / ``validation`` /
 Same ``(count, seed)``, same files byte for byte (with the same Faker, Pillow, fonts
 and pydicom).
 
-Run ``python -m benchmarks.pixel_corpus OUT_DIR --count N --seed S``.
+Run ``python -m training.pixel_corpus OUT_DIR --count N --seed S``.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 #: Version of the generator; a manifest with another version is regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 PHI_ENTITIES = ("NAME", "ID", "DATE", "INSTITUTION", "LOCATION")
 ENTITIES = (*PHI_ENTITIES, "OVERLAY")
 SPLITS = (("train", 0.6), ("validation", 0.2), ("test", 0.2))
@@ -420,13 +420,26 @@ def _corners(canvas: _Canvas, phi: list[Line], rnd: random.Random, layout: str) 
             right = canvas.cols // 3 if corner[1] == "l" else canvas.cols - margin + 3
             canvas.plates.append(((max(left, 0), max(top, 0), min(right, canvas.cols),
                                    min(bottom, canvas.rows)), rnd.uniform(0.8, 0.95)))
+        boxes = []
         for line, y in zip(block, ys, strict=True):
             line.font, line.size, line.polarity, line.contrast = font, size, polarity, contrast
             line.layout = layout
             if corner[1] == "l":
-                canvas.place(line, margin, y, "la")
+                boxes.append(canvas.place(line, margin, y, "la"))
             else:
-                canvas.place(line, canvas.cols - margin, y, "ra")
+                boxes.append(canvas.place(line, canvas.cols - margin, y, "ra"))
+        if polarity == "dark":  # a line longer than its plate would be partly invisible
+            _cover_plate(canvas, [b for b in boxes if b is not None])
+
+
+def _cover_plate(canvas: _Canvas, boxes: list[tuple[int, ...]]) -> None:
+    """Grow the last plate to hold ``boxes`` with 3 px to spare (clipped to the image)."""
+    if not boxes:
+        return
+    (x0, y0, x1, y1), level = canvas.plates[-1]
+    x0 = max(min(x0, min(b[0] for b in boxes) - 3), 0)
+    x1 = min(max(x1, max(b[2] for b in boxes) + 3), canvas.cols)
+    canvas.plates[-1] = ((x0, y0, x1, y1), level)
 
 
 def _us_bar(canvas: _Canvas, phi: list[Line], rnd: random.Random) -> None:

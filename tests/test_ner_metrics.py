@@ -1,0 +1,41 @@
+"""Entity-level exact-span precision / recall / F1 on hand-made cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.ner.metrics import entity_scores, flatten
+
+N, D = "NAME", "DATE"
+
+
+@pytest.mark.parametrize(("gold", "pred", "entity", "expected"), [
+    ([[(0, 4, N)]], [[(0, 4, N)]], N, (1.0, 1.0, 1.0)),
+    ([[(0, 4, N)]], [[(0, 3, N)]], N, (0.0, 0.0, 0.0)),  # boundary off by one: no credit
+    ([[(0, 4, N)]], [[(0, 4, D)]], N, (0.0, 0.0, 0.0)),  # right span, wrong entity
+    ([[(0, 4, N), (5, 9, N)]], [[(0, 4, N)]], N, (1.0, 0.5, 2 / 3)),
+    ([[(0, 4, N)]], [[(0, 4, N), (6, 8, N)]], N, (0.5, 1.0, 2 / 3)),
+    ([[(0, 4, N)], [(1, 3, N)]], [[], [(1, 3, N)]], N, (1.0, 0.5, 2 / 3)),
+    ([[(0, 4, N), (5, 9, D)]], [[(0, 4, N), (5, 9, D)]], "micro", (1.0, 1.0, 1.0)),
+    ([[(0, 4, N), (5, 9, D)]], [[(0, 4, N)]], "micro", (1.0, 0.5, 2 / 3)),
+    ([[(0, 4, N)], [(0, 2, D)]], [[(0, 4, N)], [(0, 2, N)]], "micro", (0.5, 0.5, 0.5)),
+])
+def test_scores_match_hand_counts(gold: list, pred: list, entity: str,
+                                  expected: tuple[float, float, float]) -> None:
+    row = entity_scores(gold, pred)[entity]
+    assert (row["precision"], row["recall"], row["f1"]) == pytest.approx(expected)
+
+
+def test_no_predictions_give_zero_not_an_error() -> None:
+    row = entity_scores([[(0, 1, N)]], [[]])
+    assert row[N]["precision"] == 0.0 and row[N]["support"] == 1.0
+
+
+def test_mismatched_lengths_are_refused() -> None:
+    with pytest.raises(ValueError, match="one entry per text"):
+        entity_scores([[]], [])
+
+
+def test_flatten_names_each_metric() -> None:
+    flat = flatten(entity_scores([[(0, 1, N)]], [[(0, 1, N)]]), "test")
+    assert flat["test_NAME_f1"] == 1.0 and flat["test_micro_recall"] == 1.0

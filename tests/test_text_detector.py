@@ -1,0 +1,158 @@
+"""Veil text detector at run time: post-processing, the shipped bundle, profile wiring."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import subprocess
+import sys
+from importlib import resources
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.pixel.dbnet import VeilTextDetector, kernel_boxes, prepare
+from pipeline.pixel.ppocr import PPOCRDetector
+from pipeline.pixel.stage import engines_for
+from pipeline.profile import load_profile
+from training.detector.data import targets
+
+SHRINK = 0.25
+
+
+@pytest.fixture(scope="module")
+def detector() -> VeilTextDetector:
+    return VeilTextDetector(intra_op_num_threads=1)
+
+
+def line_image(text: str, size: int, bright: bool, shape: tuple[int, int] = (240, 480),
+               at: tuple[int, int] = (40, 90)) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A grey image with one text line; returns it and the line's ink box."""
+    back, ink = (20, 230) if bright else (230, 20)
+    layer = Image.new("L", (shape[1], shape[0]), 0)
+    ImageDraw.Draw(layer).text(at, text, fill=255, font=ImageFont.load_default(size=size))
+    alpha = np.asarray(layer, dtype=np.float64) / 255
+    ys, xs = np.nonzero(alpha)
+    image = np.rint(back * (1 - alpha) + ink * alpha).astype(np.uint8)
+    return image, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "inside", "outside"),
+    [
+        ([(10, 10, 90, 30)], [(20, 20)], [(5, 5), (50, 60)]),
+        ([(10, 10, 90, 30), (10, 40, 90, 60)], [(20, 20), (50, 50)], [(50, 35)]),
+        ([(100, 50, 140, 70)], [(110, 60)], [(99, 60)]),
+    ],
+)
+def test_kernel_boxes_recover_the_boxes_the_targets_were_made_from(
+    boxes: list[tuple[int, int, int, int]], inside: list[tuple[int, int]],
+    outside: list[tuple[int, int]],
+) -> None:
+    target, _ = targets(np.array(boxes, dtype=np.float32), (80, 160), SHRINK)
+    for x, y in inside:
+        assert target[y, x] == 1
+    for x, y in outside:
+        assert target[y, x] == 0
+    found = kernel_boxes(target, thresh=0.5, box_thresh=0.5, shrink=SHRINK, pad=0, min_size=1)
+    assert len(found) == len(boxes)
+    for box in boxes:
+        best = min(found, key=lambda f: sum(abs(a - b) for a, b in zip(f[:4], box, strict=False)))
+        assert all(abs(a - b) <= 1.0 for a, b in zip(best[:4], box, strict=False))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 60), st.integers(0, 2**31 - 1),
+       st.floats(0.1, 0.9), st.floats(0, 4))
+def test_kernel_boxes_stay_inside_the_map_and_meet_box_thresh(
+    rows: int, cols: int, seed: int, thresh: float, pad: float
+) -> None:
+    prob = np.random.default_rng(seed).random((rows, cols), dtype=np.float32)
+    for x0, y0, x1, y1, score in kernel_boxes(prob, thresh=thresh, box_thresh=thresh,
+                                              shrink=SHRINK, pad=pad, min_size=1):
+        assert 0 <= x0 < x1 <= cols and 0 <= y0 < y1 <= rows
+        assert score >= thresh
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (17, 33), (64, 64)])
+def test_prepare_pads_to_the_multiple_and_keeps_values(shape: tuple[int, int]) -> None:
+    grey = np.full(shape, 255, dtype=np.float32)
+    out = prepare(grey, 16)
+    assert out.shape[2] % 16 == 0 and out.shape[3] % 16 == 0
+    assert np.allclose(out, 1.0)
+
+
+def test_shipped_bundle_is_small_and_its_digest_matches() -> None:
+    root = resources.files("models").joinpath("text-detector")
+    metadata = json.loads(root.joinpath("metadata.json").read_text(encoding="utf-8"))
+    model = root.joinpath("model.onnx").read_bytes()
+    assert len(model) <= 10 * 2**20
+    assert hashlib.sha256(model).hexdigest() == metadata["source"]["sha256"]
+    assert root.joinpath("README.md").read_text(encoding="utf-8").startswith("# Veil text")
+
+
+@pytest.mark.parametrize(("text", "size", "bright"), [
+    ("PATIENT DOE^JANE 1234567", 16, True),
+    ("DOB 1961-04-07", 12, False),
+    ("St. Example Hospital", 20, True),
+])
+def test_shipped_model_finds_a_clear_text_line(
+    detector: VeilTextDetector, text: str, size: int, bright: bool
+) -> None:
+    image, (x0, y0, x1, y1) = line_image(text, size, bright)
+    boxes = detector.detect(image)
+    mask = np.zeros(image.shape, dtype=bool)
+    for box in boxes:
+        mask[box.y0:box.y1, box.x0:box.x1] = True
+    assert mask[y0:y1, x0:x1].mean() >= 0.95
+    assert mask.mean() < 0.25  # the line, not the whole image
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_shipped_model_finds_nothing_on_a_blank_image(
+    detector: VeilTextDetector, value: int
+) -> None:
+    assert detector.detect(np.full((200, 300), value, dtype=np.uint8)) == []
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(8, 120), st.integers(8, 120), st.integers(0, 2**31 - 1), st.booleans())
+def test_boxes_stay_inside_the_image(
+    detector: VeilTextDetector, rows: int, cols: int, seed: int, colour: bool
+) -> None:
+    shape = (rows, cols, 3) if colour else (rows, cols)
+    image = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    for box in detector.detect(image):
+        assert 0 <= box.x0 <= box.x1 <= cols and 0 <= box.y0 <= box.y1 <= rows
+        assert 0 <= box.score <= 1
+
+
+def test_detect_many_matches_detect_and_survives_pickling(detector: VeilTextDetector) -> None:
+    a, _ = line_image("ACC 99812345", 14, True)
+    b, _ = line_image("John Smith", 18, False, shape=(200, 300), at=(30, 60))
+    again = pickle.loads(pickle.dumps(detector))
+    assert again.detect_many([a, b, a]) == [detector.detect(a), detector.detect(b),
+                                            detector.detect(a)]
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("veil-text-detector", VeilTextDetector),
+    ("ppocr-v4", PPOCRDetector),
+])
+def test_profile_detector_setting_reaches_engines_for(name: str, kind: type) -> None:
+    profile = load_profile("dicom-basic", ["clean-pixel-data"], {"pixel.detector": name})
+    assert isinstance(engines_for(profile.pixel).detector, kind)
+
+
+def test_runtime_detector_never_imports_torch() -> None:
+    code = ("import sys, numpy as np\n"
+            "from pipeline.pixel.dbnet import VeilTextDetector\n"
+            "VeilTextDetector(intra_op_num_threads=1).detect(np.zeros((64, 64), np.uint8))\n"
+            "sys.exit(3 if 'torch' in sys.modules else 0)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]

@@ -1,0 +1,1 @@
+"""The transformer PHI NER model: synthetic data, tokenizer, training, ONNX export."""
