@@ -227,13 +227,14 @@ def tag_many(tagger: Any, requests: list[tuple[str, float | None]]) -> list[tupl
     """NER spans of several texts in one batched model call; per-request thresholds."""
     from pipeline.text.ner import decode
 
-    probs, offsets = tagger.token_probs([text for text, _ in requests])
-    source = getattr(tagger, "source", "model")
+    texts = [text for text, _ in requests]
+    probs, offsets = tagger.token_probs(texts)
     return [
-        tuple(PhiSpan(start, end, entity, confidence, source)
+        tuple(PhiSpan(start, end, entity, min(confidence, tagger.max_confidence), tagger.source)
               for start, end, entity, confidence in decode(
-                  p, o, tagger.labels, tagger.threshold if threshold is None else threshold))
-        for (_, threshold), p, o in zip(requests, probs, offsets, strict=True)
+                  p, o, tagger.labels, tagger.threshold if threshold is None else threshold,
+                  text))
+        for (_, threshold), p, o, text in zip(requests, probs, offsets, texts, strict=True)
     ]
 
 

@@ -16,8 +16,8 @@ pytest.importorskip("PIL")
 # benchmarks/ is not part of the installed package: import it from the checkout
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training import pixel_corpus as pc
 from benchmarks import pixel_metrics as pm
+from training import pixel_corpus as pc
 
 COUNT, SEED = 5, 3
 

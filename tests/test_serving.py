@@ -15,7 +15,6 @@ import pytest
 pytest.importorskip("ray.serve")
 pytest.importorskip("onnxruntime")
 
-from training.pixel_corpus import make_sample
 from pipeline.pixel.frames import views
 from pipeline.pixel.ppocr import PPOCRDetector
 from pipeline.pixel.stage import clean_pixels, engines_for
@@ -30,6 +29,7 @@ from serving.client import (
     resolve_engines,
 )
 from serving.config import parse_config
+from training.pixel_corpus import make_sample
 
 pytestmark = [
     pytest.mark.slow,

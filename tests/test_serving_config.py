@@ -147,10 +147,10 @@ def test_requiring_serve_without_a_ray_connection_is_an_error():
 @pytest.mark.slow
 def test_batched_detection_finds_the_same_boxes_as_one_image_at_a_time():
     pytest.importorskip("onnxruntime")
-    from training.pixel_corpus import make_sample
     from pipeline.pixel.frames import views
     from pipeline.pixel.ppocr import PPOCRDetector
     from serving.engines import DetectRequest, detect_many
+    from training.pixel_corpus import make_sample
 
     detector = PPOCRDetector(intra_op_num_threads=1)
     images = []
@@ -205,11 +205,11 @@ def test_a_registry_alias_without_a_registry_is_an_error_not_the_shipped_files(m
 @pytest.mark.parametrize("name", ["ppocr-v4", "veil-text-detector"])
 def test_per_request_thresholds_give_what_a_detector_built_with_them_gives(name):
     pytest.importorskip("onnxruntime")
-    from training.pixel_corpus import make_sample
     from pipeline.pixel.frames import views
     from pipeline.pixel.ppocr import ModelBundleError
     from serving.config import DeploymentSpec, ModelSource
     from serving.engines import BatchDetector, DetectRequest, EngineUnavailableError, build_detector
+    from training.pixel_corpus import make_sample
 
     spec = DeploymentSpec(model=ModelSource(name=name), intra_op_num_threads=1, device="cpu")
     try:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +129,12 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def bundle_dir(bundle: str | Path | None = None) -> Path:
-    """The folder of ``bundle`` (a path), or of the shipped ``models/phi-ner`` when None."""
+    """The folder of ``bundle`` (a path), else ``phi-ner`` by registry alias or shipped."""
     if bundle is not None:
         return Path(bundle)
-    return Path(str(resources.files("models").joinpath(NER_BUNDLE)))
+    from pipeline.registry import resolve_bundle
+
+    return resolve_bundle(NER_BUNDLE).path
 
 
 def load_metadata(folder: Path) -> dict[str, Any]:
