@@ -23,10 +23,12 @@ from pipeline.profile.schema import PixelSettings
 from pipeline.text import HeaderContext
 from serving import netns
 from serving.client import (
+    ServePhiTagger,
     ServeTextDetector,
     ServeTextRecognizer,
     ServeUnavailableError,
     resolve_engines,
+    resolve_ner,
 )
 from serving.config import parse_config
 from training.pixel_corpus import make_sample
@@ -44,7 +46,13 @@ CONFIG = {
     "app_name": APP,
     "detector": {"model": {"name": "ppocr-v4"}, **SPEC},
     "recognizer": {"model": {"name": "ppocr-v4"}, **SPEC},
+    "ner": {"enabled": True, "model": {"name": "phi-ner"}, **SPEC},
 }
+NER_TEXTS = [
+    "CT CHEST for John Smith, MRN 88412345, seen 03/14/2021 at Mercy General Hospital",
+    "PATIENT: DOE~JANE  DOB 1950-02-01  ACC A1234567",
+    "no identifiers in this text",
+]
 
 
 def _ct_samples(count: int, seed: int = 5) -> list:
@@ -88,10 +96,10 @@ def test_app_deploys_and_answers_health_checks(app):
     status = serve.status().applications[APP]
     assert status.status == "RUNNING"
     deployments = status.deployments
-    assert {"detector", "recognizer", "VeilIngress"} <= set(deployments)
+    assert {"detector", "recognizer", "ner", "VeilIngress"} <= set(deployments)
     assert all(d.status == "HEALTHY" for d in deployments.values())
     health = app.health.remote().result(timeout_s=60)
-    assert set(health) == {"detector", "recognizer"}
+    assert set(health) == {"detector", "recognizer", "ner"}
     for stats in health.values():
         assert stats["providers"] == ["CPUExecutionProvider"]
         assert stats["array_module"] == "numpy"
@@ -114,6 +122,18 @@ def test_findings_and_pixels_are_the_same_through_serve_and_in_process(app, sett
         assert a.PixelData == b.PixelData
         compared += len(local.findings)
     assert compared > 0  # the files do hold text: the comparison is not vacuous
+
+
+def test_ner_spans_are_the_same_through_serve_and_in_process(app):
+    from pipeline.profile.schema import TextSettings
+    from pipeline.text.ner import NerTagger
+
+    served = resolve_ner(TextSettings(ner=True, ner_threshold=0.5), app_name=APP)
+    assert isinstance(served, ServePhiTagger)
+    local, context = NerTagger(threshold=0.5), HeaderContext()
+    expected = [local.tag(text, context) for text in NER_TEXTS]
+    assert [served.tag(text, context) for text in NER_TEXTS] == expected
+    assert any(expected)  # the model finds PHI here: the comparison is not vacuous
 
 
 def test_concurrent_requests_are_served_in_batches(app):

@@ -60,16 +60,16 @@ def default_tagger() -> CompositeTagger:
 def tagger_for(settings: TextSettings) -> PhiTagger:
     """Return the tagger a profile's text settings ask for, built once per settings.
 
-    The rule-based stack when ``ner`` is false; the rules plus the transformer
-    :class:`~pipeline.text.ner.NerTagger` (``models/phi-ner``, threshold
-    ``ner_threshold``) when true. The rules keep their certainty on header values;
-    the model adds what they miss.
+    The rule-based stack when ``ner`` is false; the rules plus the transformer NER
+    model (threshold ``ner_threshold``) when true: the Veil Serve ``ner`` deployment
+    when its app runs on the connected Ray cluster, else an in-process
+    :class:`~pipeline.text.ner.NerTagger` (same spans either way). The rules keep their
+    certainty on header values; the model adds what they miss.
     """
     if not settings.ner:
         return default_tagger()
-    from pipeline.text.ner import NerTagger  # ONNX Runtime: load on use
+    from serving.client import resolve_ner  # no Ray import unless Ray is already in use
 
-    threshold = settings.ner_threshold if settings.ner_threshold is not None else 0.5
-    tagger = CompositeTagger([*default_tagger().taggers, NerTagger(threshold=threshold)])
+    tagger = CompositeTagger([*default_tagger().taggers, resolve_ner(settings)])
     logger.debug("PHI tagger with the NER model built")
     return tagger
