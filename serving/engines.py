@@ -225,17 +225,8 @@ def _boxes(detector: Any, request: DetectRequest, prob: np.ndarray) -> list[Text
 
 def tag_many(tagger: Any, requests: list[tuple[str, float | None]]) -> list[tuple[PhiSpan, ...]]:
     """NER spans of several texts in one batched model call; per-request thresholds."""
-    from pipeline.text.ner import decode
-
-    texts = [text for text, _ in requests]
-    probs, offsets = tagger.token_probs(texts)
-    return [
-        tuple(PhiSpan(start, end, entity, min(confidence, tagger.max_confidence), tagger.source)
-              for start, end, entity, confidence in decode(
-                  p, o, tagger.labels, tagger.threshold if threshold is None else threshold,
-                  text))
-        for (_, threshold), p, o, text in zip(requests, probs, offsets, texts, strict=True)
-    ]
+    return list(tagger.tag_many([text for text, _ in requests],
+                                thresholds=[threshold for _, threshold in requests]))
 
 
 def recognize_many(recognizer: Any,

@@ -225,20 +225,28 @@ class NerTagger:
         return self.tag_many([text], context)[0]
 
     def tag_many(
-        self, texts: Sequence[str], context: HeaderContext | None = None
+        self, texts: Sequence[str], context: HeaderContext | None = None, *,
+        thresholds: Sequence[float | None] | None = None,
     ) -> list[tuple[PhiSpan, ...]]:
-        """Tag several texts in batched ONNX Runtime calls; one tuple of spans per text."""
+        """Tag several texts in batched ONNX Runtime calls; one tuple of spans per text.
+
+        ``thresholds`` gives each text its own threshold (None: the tagger's).
+        """
         return [
             tuple(PhiSpan(s, e, ent, min(conf, self.max_confidence), self.source)
                   for s, e, ent, conf in found)
-            for found in self.predict(texts)
+            for found in self.predict(texts, thresholds)
         ]
 
-    def predict(self, texts: Sequence[str]) -> list[list[tuple[int, int, str, float]]]:
+    def predict(
+        self, texts: Sequence[str], thresholds: Sequence[float | None] | None = None
+    ) -> list[list[tuple[int, int, str, float]]]:
         """``(start, end, entity, confidence)`` spans per text."""
         probs, offsets = self.token_probs(texts)
-        return [decode(p, o, self.labels, self.threshold, t)
-                for p, o, t in zip(probs, offsets, texts, strict=True)]
+        limits = [self.threshold if t is None else t
+                  for t in (thresholds if thresholds is not None else [None] * len(texts))]
+        return [decode(p, o, self.labels, limit, t)
+                for p, o, t, limit in zip(probs, offsets, texts, limits, strict=True)]
 
     def token_probs(
         self, texts: Sequence[str]
