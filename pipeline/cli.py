@@ -246,14 +246,9 @@ def _print_summary(report: JobReport, report_path: str | None, out: Console) -> 
     table.add_row("key", key)
     table.add_row("report", Text(report_path or "-"))
     out.print(table)
-    failed = [f for f in report.files if f.status == "failed"]
+    failed = [(f.source, f.reason) for f in report.files if f.status == "failed"]
     if failed:
-        fails = Table(title=f"failed inputs ({len(failed)})")
-        fails.add_column("source", overflow="fold")
-        fails.add_column("reason", overflow="fold")
-        for entry in failed[:20]:
-            fails.add_row(Text(entry.source), Text(entry.reason or ""))
-        out.print(fails)
+        _print_failed(out, "failed inputs", "source", failed)
         if len(failed) > 20:
             out.print(Text("... see the report (--report FILE) for all of them"))
 
@@ -360,14 +355,9 @@ def _print_verify(report: VerifyReport, report_path: str | None,
         out.print(found)
         if len(rows) > 50:
             out.print(Text("... see the report (--report FILE) for all of them"))
-    failed = [f for f in report.files if f.status == "failed"]
+    failed = [(f.path, f.reason) for f in report.files if f.status == "failed"]
     if failed:
-        fails = Table(title=f"failed files ({len(failed)})")
-        fails.add_column("file", overflow="fold")
-        fails.add_column("reason", overflow="fold")
-        for entry in failed[:20]:
-            fails.add_row(Text(entry.path), Text(entry.reason or ""))
-        out.print(fails)
+        _print_failed(out, "failed files", "file", failed)
 
 
 def _cmd_keygen(args: argparse.Namespace, err: Console) -> int:
@@ -466,3 +456,14 @@ def _display(value: object, *, show: bool) -> str:
     if not text:
         return ""
     return text[0] + "*" * min(len(text) - 1, 11)
+
+
+def _print_failed(out: Console, title: str, column: str,
+                  failed: Sequence[tuple[str, str | None]]) -> None:
+    """A table of the first 20 failures: where, and the reason (never a value)."""
+    fails = Table(title=f"{title} ({len(failed)})")
+    fails.add_column(column, overflow="fold")
+    fails.add_column("reason", overflow="fold")
+    for where, reason in failed[:20]:
+        fails.add_row(Text(where), Text(reason or ""))
+    out.print(fails)
