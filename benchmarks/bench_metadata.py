@@ -5,12 +5,15 @@ write to a fresh output directory on the same disk):
 
 1. ``pydicom round trip``: ``dcmread`` + ``save_as``; the floor.
 2. ``dicognito``: ``dcmread`` + ``dicognito.anonymizer.Anonymizer().anonymize`` + ``save_as``.
-3. ``veil``: ``dcmread`` + ``pipeline.engine.deidentify(ds, compiled, keyring, in_place=True)``
-   + ``save_as``, with the ``dicom-basic`` profile; also ``hipaa-safe-harbor`` and
-   ``dicom-basic`` + ``clean-descriptors``; on request (``--contenders``) ``gdpr`` and
-   ``veil-ref``: ``dicom-basic`` with the reference element walker
-   (:mod:`pipeline.engine_reference`, the engine before its fast path), so that one run
-   measures before and after.
+3. ``veil``: Veil as a job runs it: the file's bytes through the byte-level fast path
+   (:func:`pipeline.fastpath.deidentify_bytes`; ``dcmread`` +
+   :func:`pipeline.engine.deidentify` for a file it steps aside from), the bytes
+   :func:`pipeline.io.sinks.encode` gives written out; with the ``dicom-basic`` profile;
+   also ``hipaa-safe-harbor`` and ``dicom-basic`` + ``clean-descriptors``; on request
+   (``--contenders``) ``gdpr``, ``veil-dataset`` (``dcmread`` + the Dataset engine +
+   ``save_as``: the path before the byte-level one) and ``veil-ref``: the Dataset
+   engine with the reference element walker (:mod:`pipeline.engine_reference`), so that
+   one run measures before and after.
 
 Method: the process is pinned to one CPU; every contender gets one untimed
 warm-up pass (page cache, imports, lazy tables), then ``--repeat`` timed passes,
@@ -54,9 +57,28 @@ from benchmarks.corpus import Corpus, load_or_generate
 
 __all__ = ["Contender", "PassResult", "main", "run_pass", "scan_for_phi"]
 
+
+
+class FileStep:
+    """A contender that reads and writes files itself (Veil's production path).
+
+    ``step(path, out_path)`` reads ``path``, de-identifies it and writes ``out_path``;
+    it returns the seconds spent de-identifying (parsing included for the fast path).
+    """
+
+    def __init__(self, run: Callable[[Path, Path], float]) -> None:
+        self.run = run
+        self.fast = 0
+        self.general = 0
+
+    def __call__(self, path: Path, out_path: Path) -> float:
+        """Process one file."""
+        return self.run(path, out_path)
+
+
 #: A de-identification step applied in place to a dataset read from disk;
-#: it may return a dataset to write instead of the input.
-DeidFn = Callable[[Dataset], Dataset | None]
+#: it may return a dataset to write instead of the input; or a :class:`FileStep`.
+DeidFn = Callable[[Dataset], Dataset | None] | FileStep
 
 _PIXEL_TAGS = (b"\xe0\x7f\x10\x00OW", b"\xe0\x7f\x10\x00OB")
 
@@ -83,6 +105,8 @@ class Contender:
     make: Callable[[], DeidFn | None]
     deidentifies: bool = True
     runs: list[PassResult] = field(default_factory=list)
+    #: For a :class:`FileStep`: files of the last pass on the fast and the general path.
+    paths: tuple[int, int] | None = None
 
     @property
     def median_s(self) -> float:
@@ -126,6 +150,9 @@ def run_pass(files: SequenceABC[Path], out_dir: Path, step: DeidFn | None) -> Pa
     deid = 0.0
     start = clock()
     for path in files:
+        if isinstance(step, FileStep):
+            deid += step(path, out_dir / path.name)
+            continue
         ds: Dataset = pydicom.dcmread(path)
         if step is not None:
             t0 = clock()
@@ -203,6 +230,44 @@ def _dicognito_factory() -> DeidFn:
     return step
 
 
+def _veil_file_factory(profile: str, options: SequenceABC[str] = ()) -> Callable[[], DeidFn]:
+    """Veil as a job runs it: the byte-level fast path, the general path where it steps aside.
+
+    Read the file's bytes, :func:`pipeline.fastpath.deidentify_bytes` (or, on
+    ``Unsupported``, ``dcmread`` + :func:`pipeline.engine.deidentify`), write the bytes
+    :func:`pipeline.io.sinks.encode` gives (as the job's sink does, without its fsync).
+    """
+    from pipeline import fastpath
+    from pipeline.engine import deidentify
+    from pipeline.io.sinks import encode
+    from pipeline.keys import Keyring
+    from pipeline.profile import compile_profile, load_profile
+
+    compiled = compile_profile(load_profile(profile, options=list(options)))
+    keyring = Keyring.generate()
+
+    def make() -> DeidFn:
+        def run(path: Path, out_path: Path) -> float:
+            data = path.read_bytes()
+            t0 = time.perf_counter()
+            try:
+                result = fastpath.deidentify_bytes(data, compiled, keyring)
+                step.fast += 1
+            except fastpath.Unsupported:
+                result = deidentify(pydicom.dcmread(io.BytesIO(data)), compiled, keyring,
+                                    in_place=True)
+                step.general += 1
+            encoded = encode(result)
+            spent = time.perf_counter() - t0
+            out_path.write_bytes(encoded)
+            return spent
+
+        step = FileStep(run)
+        return step
+
+    return make
+
+
 def _veil_factory(
     profile: str, options: SequenceABC[str] = (), *, reference: bool = False
 ) -> Callable[[], DeidFn]:
@@ -230,7 +295,7 @@ def _veil_factory(
 
 
 #: Contenders run only when named in ``--contenders``.
-_OPT_IN = frozenset({"veil-gdpr", "veil-ref"})
+_OPT_IN = frozenset({"veil-gdpr", "veil-ref", "veil-dataset"})
 
 
 def build_contenders(selected: SequenceABC[str] | None) -> tuple[list[Contender], str | None]:
@@ -250,13 +315,17 @@ def build_contenders(selected: SequenceABC[str] | None) -> tuple[list[Contender]
             ("clean-descriptors",),
         ),
         ("veil-gdpr", "veil (gdpr)", "gdpr", ()),
+        ("veil-dataset", "veil (dicom-basic, Dataset engine)", "dicom-basic", ()),
         ("veil-ref", "veil (dicom-basic, reference walker)", "dicom-basic", ()),
     ]
     for key, label, profile, options in veil_specs:
         if (selected and key not in selected) or (not selected and key in _OPT_IN):
             continue
         try:
-            factory = _veil_factory(profile, options, reference=key == "veil-ref")
+            if key in ("veil-dataset", "veil-ref"):
+                factory = _veil_factory(profile, options, reference=key == "veil-ref")
+            else:
+                factory = _veil_file_factory(profile, options)
             contenders.append(Contender(key, label, factory))
         except Exception as exc:  # engine missing or not ready yet
             veil_error = veil_error or f"{type(exc).__name__}: {exc}"
@@ -465,6 +534,8 @@ def main(argv: SequenceABC[str] | None = None) -> int:
                     if c.runs:  # keep only the latest pass's outputs on disk
                         shutil.rmtree(c.runs[-1].out_dir)
                     c.runs.append(run_pass(files, out_root / f"{c.key}-{r}", step))
+                    if isinstance(step, FileStep):
+                        c.paths = (step.fast, step.general)
                     print(
                         f"  pass {r + 1}/{args.repeat} {c.label}: {c.runs[-1].total_s:.3f} s",
                         flush=True,
@@ -472,6 +543,11 @@ def main(argv: SequenceABC[str] | None = None) -> int:
 
         print()
         print(render_table(contenders, len(files)))
+        print()
+        for c in contenders:
+            if c.paths is not None:
+                print(f"{c.label}: {c.paths[0]} files on the byte-level fast path, "
+                      f"{c.paths[1]} on the general path (last pass)")
         print()
         base = next((c for c in contenders if c.key == "roundtrip"), None)
         dcg = next((c for c in contenders if c.key == "dicognito"), None)

@@ -97,16 +97,72 @@ class DeidContext:
         return new
 
 
+#: Reads an element's current string values (only called when the action needs them).
+Read = Callable[[], list[str]]
+
+
+class Items:
+    """A sequence value of ``count`` empty items (``empty``: 0, ``dummy``: 1)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: The element goes (its action is recorded by the transform).
+DROP = _Marker("DROP")
+#: The element stays as it is.
+UNCHANGED = _Marker("UNCHANGED")
+
+#: What a transform returns: the new value (strings, a dummy number or bytes, None for
+#: a zero-length value, :class:`Items` for a sequence), :data:`DROP` or :data:`UNCHANGED`.
+Change = object
+Transform = Callable[[Read, int, str, Decision, DeidContext, str], Change]
 Handler = Callable[[Dataset, int, str, Decision, DeidContext, str], None]
+TRANSFORMS: dict[str, Transform] = {}
 HANDLERS: dict[str, Handler] = {}
 DESCRIPTIONS: dict[str, str] = {}
 
 
-def handler(name: str, description: str) -> Callable[[Handler], Handler]:
-    """Register a handler under the action ``name`` with a one-line description."""
+def _dataset_handler(transform: Transform) -> Handler:
+    """Apply ``transform`` to an element of a pydicom Dataset."""
 
-    def register(function: Handler) -> Handler:
-        HANDLERS[name] = function
+    def apply(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
+        change = transform(lambda: string_values(ds, tag, vr), tag, vr, d, ctx, path)
+        if change is DROP:
+            del ds[tag]
+        elif isinstance(change, Items):
+            if change.count:
+                ds.add_new(tag, vr, [Dataset() for _ in range(change.count)])
+            else:
+                store(ds, tag, vr, [])
+        elif change is not UNCHANGED:
+            store(ds, tag, vr, change)  # type: ignore[arg-type]
+
+    return apply
+
+
+def handler(name: str, description: str) -> Callable[[Transform], Transform]:
+    """Register the transform of the action ``name`` with a one-line description.
+
+    The transform works on values, so that the Dataset engine and the byte-level fast
+    path (:mod:`pipeline.fastpath`) share it; ``HANDLERS[name]`` applies it to a Dataset.
+    """
+
+    def register(function: Transform) -> Transform:
+        TRANSFORMS[name] = function
+        HANDLERS[name] = _dataset_handler(function)
         DESCRIPTIONS[name] = description
         return function
 
@@ -118,48 +174,50 @@ def describe_actions() -> dict[str, str]:
     return dict(DESCRIPTIONS)
 
 
-
-
 def _fail(message: str, tag: int) -> DeidError:
     return DeidError(f"{message} at {format_tag(tag)}")
 
 
 @handler("drop", "Remove the attribute (code X); a sequence goes with all its items.")
-def _drop(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
-    del ds[tag]
+def _drop(read: Read, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> Change:
     ctx.record(path, tag, vr, "drop", d.source)
+    return DROP
 
 
 @handler("empty", "Keep the attribute with a zero-length value (code Z).")
-def _empty(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
-    store(ds, tag, vr, [] if vr == "SQ" else None)
+def _empty(read: Read, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> Change:
     ctx.record(path, tag, vr, "empty", d.source)
+    return Items(0) if vr == "SQ" else None
 
 
 @handler("dummy", "Replace with a fixed, valid dummy value of the VR (code D).")
-def _dummy(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
+def _dummy(read: Read, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> Change:
+    new: Change
     if vr == "SQ":
-        ds.add_new(tag, vr, [Dataset()])
+        new = Items(1)
     elif vr == "UI":
-        store(ds, tag, vr, [ctx.remap_uid(v) for v in string_values(ds, tag, vr)] or ["2.25.0"])
+        new = [ctx.remap_uid(v) for v in read()] or ["2.25.0"]
     elif vr in DUMMY:
-        ds.add_new(tag, vr, DUMMY[vr])
+        new = DUMMY[vr]
     else:
         raise _fail(f"no dummy value for VR {vr}", tag)
     ctx.record(path, tag, vr, "dummy", d.source)
+    return new
 
 
 @handler("keep", "Keep the value; a sequence is kept and its items processed (code K).")
-def _keep(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
+def _keep(read: Read, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> Change:
     """Keeping is done by the engine's walk; this handler only describes it."""
+    return UNCHANGED
 
 
 @handler("uid-remap", "Replace each UID with a keyed 2.25 UID, the same in every file (code U).")
-def _uid(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
+def _uid(read: Read, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> Change:
     if vr != "UI":
         raise _fail(f"uid-remap needs VR UI, not {vr}", tag)
-    store(ds, tag, vr, [ctx.remap_uid(v) for v in string_values(ds, tag, vr)])
+    new = [ctx.remap_uid(v) for v in read()]
     ctx.record(path, tag, vr, "uid-remap", d.source)
+    return new
 
 
 def _hash_one(value: str, vr: str, length: int | None, ctx: DeidContext, tag: int) -> str:
@@ -174,23 +232,22 @@ def _hash_one(value: str, vr: str, length: int | None, ctx: DeidContext, tag: in
 
 @handler("hash", "Replace with a keyed HMAC-SHA256 pseudonym fitted to the VR (same input, "
          "same output).")
-def _hash(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
+def _hash(read: Read, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> Change:
     if vr == "UI":
-        _uid(ds, tag, vr, d, ctx, path)
-        return
+        return _uid(read, tag, vr, d, ctx, path)
     length = d.rule.length if d.rule else None
     _hash_one("", vr, length, ctx, tag)  # refuses VRs that cannot be hashed, values or not
-    originals = string_values(ds, tag, vr)
+    originals = read()
     hashed = [_hash_one(v, vr, length, ctx, tag) if v.strip() else v for v in originals]
     for original, new in zip(originals, hashed, strict=True):
         ctx.pseudonyms[(f"hash:{format_tag(tag)}", original)] = new
-    store(ds, tag, vr, hashed)
     ctx.record(path, tag, vr, "hash", d.source)
+    return hashed
 
 
 @handler("replace", "Replace with a constant or a template ({pseudo_id}, {subject_id}, "
          "{site_id}, {keyword}).")
-def _replace(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
+def _replace(read: Read, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> Change:
     assert d.rule is not None and d.rule.value is not None
     value = d.rule.value.format(
         pseudo_id=ctx.pseudo_id,
@@ -203,8 +260,8 @@ def _replace(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path
         raise _fail(f"replacement is longer than VR {vr} allows ({limit})", tag)
     if vr in NUMBER_VRS or vr in BYTES_VRS or vr == "SQ":
         raise _fail(f"replace is undefined for VR {vr}", tag)
-    store(ds, tag, vr, value)
     ctx.record(path, tag, vr, "replace", d.source)
+    return value
 
 
 def _shift(value: str, vr: str, days: int) -> str:
@@ -213,15 +270,17 @@ def _shift(value: str, vr: str, days: int) -> str:
 
 @handler("date-shift", "Move DA/DT values by the patient's keyed offset in days; "
          "intervals within a patient are kept.")
-def _date_shift(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
+def _date_shift(
+    read: Read, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str
+) -> Change:
     if vr not in DATE_VRS:
         raise _fail(f"date-shift needs VR DA or DT, not {vr}", tag)
     try:
-        shifted = [_shift(v, vr, ctx.date_offset) for v in string_values(ds, tag, vr)]
+        shifted = [_shift(v, vr, ctx.date_offset) for v in read()]
     except ValueError as exc:
         raise _fail(f"unparseable {vr} value", tag) from exc
-    store(ds, tag, vr, shifted)
     ctx.record(path, tag, vr, "date-shift", d.source)
+    return shifted
 
 
 def _generalize_date(value: str, vr: str, d: Decision, ctx: DeidContext) -> str:
@@ -239,8 +298,10 @@ def _generalize_date(value: str, vr: str, d: Decision, ctx: DeidContext) -> str:
 
 @handler("generalize", "Coarsen: ages to bands with ages over max_age as max_age+1 (090Y); "
          "dates to the year or month (birth dates of people over max_age removed).")
-def _generalize(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
-    values = string_values(ds, tag, vr)
+def _generalize(
+    read: Read, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str
+) -> Change:
+    values = read()
     try:
         if vr == "AS":
             band = d.rule.band_years if d.rule else None
@@ -252,13 +313,14 @@ def _generalize(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, p
             raise _fail(f"generalize is undefined for VR {vr}", tag)
     except ValueError as exc:
         raise _fail(f"unparseable {vr} value", tag) from exc
-    store(ds, tag, vr, [v for v in new if v])
     ctx.record(path, tag, vr, "generalize", d.source)
+    return [v for v in new if v]
 
 
-def clean_string(ds: Dataset, tag: int, vr: str, ctx: DeidContext, tagger: PhiTagger) -> int:
-    """Remove PHI spans from a string element in place; return how many were found."""
-    values = string_values(ds, tag, vr)
+def clean_values(
+    values: list[str], vr: str, ctx: DeidContext, tagger: PhiTagger
+) -> tuple[int, list[str] | None]:
+    """Remove PHI spans from string values: (spans found, new values or None if none)."""
     found = 0
     out: list[str] = []
     for value in values:
@@ -272,27 +334,35 @@ def clean_string(ds: Dataset, tag: int, vr: str, ctx: DeidContext, tagger: PhiTa
             spans = tagger.tag(value, ctx.header)
             found += len(spans)
             out.append("" if spans else value)
-    if found:
-        store(ds, tag, vr, [v for v in out if v] if vr not in TEXT_VRS else out)
+    if not found:
+        return 0, None
+    return found, [v for v in out if v] if vr not in TEXT_VRS else out
+
+
+def clean_string(ds: Dataset, tag: int, vr: str, ctx: DeidContext, tagger: PhiTagger) -> int:
+    """Remove PHI spans from a string element in place; return how many were found."""
+    found, new = clean_values(string_values(ds, tag, vr), vr, ctx, tagger)
+    if new is not None:
+        store(ds, tag, vr, new)
     return found
 
 
 @handler("clean", "Replace with values of similar meaning (code C): PHI spans in text become "
          "[NAME], [ID]...; DA/DT are date-shifted; UIDs remapped; sequences cleaned item by "
          "item; binary data (overlays, timestamps) removed.")
-def _clean(ds: Dataset, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> None:
+def _clean(read: Read, tag: int, vr: str, d: Decision, ctx: DeidContext, path: str) -> Change:
     if vr in DATE_VRS:
-        _date_shift(ds, tag, vr, d, ctx, path)
-    elif vr == "UI":
-        _uid(ds, tag, vr, d, ctx, path)
-    elif vr in BYTES_VRS:
-        del ds[tag]
+        return _date_shift(read, tag, vr, d, ctx, path)
+    if vr == "UI":
+        return _uid(read, tag, vr, d, ctx, path)
+    if vr in BYTES_VRS:
         ctx.record(path, tag, vr, "drop", d.source, "binary value cannot be cleaned")
-    elif vr == "SQ" or vr in NUMBER_VRS or vr in ("TM", "AT", "DS", "IS", "FL", "FD"):
-        pass  # sequences: the engine cleans their items; numbers and times carry no text
-    else:
-        found = clean_string(ds, tag, vr, ctx, ctx.tagger)
-        ctx.record(path, tag, vr, "clean", d.source, f"{found} span(s) removed")
+        return DROP
+    if vr == "SQ" or vr in NUMBER_VRS or vr in ("TM", "AT", "DS", "IS", "FL", "FD"):
+        return UNCHANGED  # sequences: the engine cleans their items; numbers carry no text
+    found, new = clean_values(read(), vr, ctx, ctx.tagger)
+    ctx.record(path, tag, vr, "clean", d.source, f"{found} span(s) removed")
+    return UNCHANGED if new is None else new
 
 
 def scrub_text(text: str, ctx: DeidContext) -> str:

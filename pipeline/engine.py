@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import hashlib
+import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydicom import dcmread
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -53,9 +57,13 @@ _CLINICAL_TRIAL = {
 
 @dataclass(frozen=True)
 class DeidResult:
-    """A de-identified dataset and everything done to it."""
+    """A de-identified dataset and everything done to it.
 
-    dataset: Dataset
+    Results of the byte-level fast path (:mod:`pipeline.fastpath`) carry the encoded
+    file in ``encoded`` and parse ``dataset`` from it only when someone asks.
+    """
+
+    parsed: Dataset | None
     actions: tuple[AttributeAction, ...]
     warnings: tuple[str, ...]
     pseudonyms: tuple[Pseudonym, ...]
@@ -64,24 +72,42 @@ class DeidResult:
     sop_uid: str
     pixel_findings: tuple[PixelFinding, ...] = ()
     requires_review: bool = False
+    encoded: bytes | None = None
+
+    @functools.cached_property
+    def dataset(self) -> Dataset:
+        """The de-identified dataset (parsed from ``encoded`` on first use)."""
+        if self.parsed is not None:
+            return self.parsed
+        if self.encoded is None:
+            raise DeidError("result holds neither a dataset nor its encoding")
+        return dcmread(io.BytesIO(self.encoded))
 
 
-def _patient_key(ds: Dataset) -> tuple[str, str]:
-    patient_id = str(ds.get("PatientID", "") or "").strip()
+#: Reads a top-level attribute as the text ``str(ds.get(keyword, "") or "")`` gives.
+Get = Callable[[str], str]
+
+
+def _getter(ds: Dataset) -> Get:
+    return lambda keyword: str(ds.get(keyword, "") or "")
+
+
+def _patient_key(get: Get) -> tuple[str, str]:
+    patient_id = get("PatientID").strip()
     if patient_id:
-        issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
+        issuer = get("IssuerOfPatientID").strip()
         return f"id\x00{patient_id}\x00{issuer}", ""
-    name = str(ds.get("PatientName", "") or "").strip().upper()
-    birth = str(ds.get("PatientBirthDate", "") or "").strip()
+    name = get("PatientName").strip().upper()
+    birth = get("PatientBirthDate").strip()
     if name:
         return f"name\x00{name}\x00{birth}", "patient key from name and birth date"
-    study = str(ds.get("StudyInstanceUID", "") or "")
+    study = get("StudyInstanceUID")
     return f"study\x00{study}", "no patient identity: pseudonyms and date shift keyed by study"
 
 
-def _reference_date(ds: Dataset) -> dt.date | None:
+def _reference_date(get: Get) -> dt.date | None:
     for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
-        value = str(ds.get(keyword, "") or "")
+        value = get(keyword)
         if value.strip():
             try:
                 return dates.parse_da(value)
@@ -90,11 +116,12 @@ def _reference_date(ds: Dataset) -> dt.date | None:
     return None
 
 
-def _context(ds: Dataset, compiled: CompiledProfile, keyring: Keyring) -> tuple[DeidContext, str]:
-    patient_key, note = _patient_key(ds)
+def context_for(get: Get, compiled: CompiledProfile, keyring: Keyring) -> tuple[DeidContext, str]:
+    """The per-file context of the handlers, and a note on how the patient was keyed."""
+    patient_key, note = _patient_key(get)
     subject = None
     if compiled.trial is not None:
-        patient_id = str(ds.get("PatientID", "") or "").strip()
+        patient_id = get("PatientID").strip()
         subject = compiled.trial.get(patient_id)
         if subject is None:
             raise DeidError("patient is not listed in the trial mapping; not de-identified")
@@ -105,7 +132,7 @@ def _context(ds: Dataset, compiled: CompiledProfile, keyring: Keyring) -> tuple[
         tagger=tagger_for(compiled.profile.text),
         header_tagger=HeaderValueTagger(),
         patient_key=patient_key,
-        reference_date=_reference_date(ds),
+        reference_date=_reference_date(get),
         subject=subject,
         pseudo_id=keyring.text("patient-id", patient_key, 16),
     )
@@ -116,13 +143,14 @@ def _has_pixels(ds: Dataset) -> bool:
     return "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
 
 
-def _warnings(ds: Dataset, cleans_pixels: bool) -> list[str]:
+def warnings_for(get: Get, has_pixels: bool, cleans_pixels: bool) -> list[str]:
+    """The file-level warnings of a result (burned-in text risk, no pixel data)."""
     warnings: list[str] = []
     if cleans_pixels:
         return warnings  # the pixel stage scans every frame; its findings say what it did
-    if _has_pixels(ds):
-        burned = str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES"
-        modality = str(ds.get("Modality", "") or "").upper()
+    if has_pixels:
+        burned = get("BurnedInAnnotation").upper() == "YES"
+        modality = get("Modality").upper()
         if burned or modality in _BURNED_IN_MODALITIES:
             why = "BurnedInAnnotation is YES" if burned else f"modality {modality} often has it"
             warnings.append(
@@ -155,7 +183,7 @@ def _clean_pixels(
 _METHODS: dict[int, tuple[CompiledProfile, tuple[str, str]]] = {}
 
 
-def _method(compiled: CompiledProfile) -> list[str]:
+def method_values(compiled: CompiledProfile) -> list[str]:
     """Values of DeidentificationMethod for ``compiled`` (cached per compiled profile)."""
     cached = _METHODS.get(id(compiled))
     if cached is None or cached[0] is not compiled:
@@ -182,8 +210,10 @@ def _finish(ds: Dataset, compiled: CompiledProfile, ctx: DeidContext) -> None:
             ds.ClinicalTrialSiteName = ctx.subject.site_name
         ds.PatientID = ctx.subject.subject_id
         ds.PatientName = ctx.subject.subject_id
+    if getattr(ds, "preamble", None) is not None:
+        ds.preamble = bytes(128)  # a preamble may hold anything (TIFF headers, names)
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = _method(compiled)
+    ds.DeidentificationMethod = method_values(compiled)
     items = []
     for code, meaning in compiled.codes:
         item = Dataset()
@@ -252,9 +282,11 @@ def _deidentify(
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         if not str(ds.get(keyword, "") or "").strip():
             raise DeidError(f"missing {keyword}")
-    ctx, note = _context(ds, compiled, keyring)
-    cleans_pixels = "clean-pixel-data" in compiled.options and _has_pixels(ds)
-    warnings = _warnings(ds, cleans_pixels)
+    get = _getter(ds)
+    ctx, note = context_for(get, compiled, keyring)
+    has_pixels = _has_pixels(ds)
+    cleans_pixels = "clean-pixel-data" in compiled.options and has_pixels
+    warnings = warnings_for(get, has_pixels, cleans_pixels)
     if note:
         warnings.append(note)
     retain_institution = "retain-institution-identity" in compiled.options
@@ -274,7 +306,7 @@ def _deidentify(
     if ctx.subject is None:
         pseudonyms.append(Pseudonym("patient", ctx.patient_key.split("\x00")[1], ctx.pseudo_id))
     return DeidResult(
-        dataset=ds,
+        parsed=ds,
         actions=tuple(ctx.actions),
         warnings=tuple(warnings),
         pseudonyms=tuple(pseudonyms),

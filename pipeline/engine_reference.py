@@ -118,12 +118,12 @@ class ReferenceWalker:
             if not decision.source.startswith("rule:"):
                 if deep and vr in TEXT_VRS:
                     self.deferred.append((ds, tag, vr, path, decision, True))
-                elif self.sweep and vr in walker._SWEEP_VRS:
+                elif self.sweep and vr in walker.SWEEP_VRS:
                     text = "\\".join(_string_values(ds, tag, vr))
                     if text:
                         self.candidates.append((ds, tag, vr, path, text))
             return
-        elif action == "clean" and vr not in walker._CLEAN_NOW_VRS:
+        elif action == "clean" and vr not in walker.CLEAN_NOW_VRS:
             self.deferred.append((ds, tag, vr, path, decision, False))
             return
         handler = HANDLERS.get(action)

@@ -31,7 +31,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from pipeline import __version__
+from pipeline import __version__, fastpath
 from pipeline.engine import AttributeAction, DeidResult, Pseudonym, deidentify
 from pipeline.errors import InputError, VeilError
 from pipeline.io.reader import read_instance
@@ -125,17 +125,23 @@ def process_file(
         # pydicom's warnings quote values; they must not reach the console.
         warnings.simplefilter("ignore")
         try:
-            ds = read_instance(path)
-        except InputError as exc:
-            return FileOutcome(source, exc.status, reason=str(exc))
-        except Exception as exc:
-            return _unexpected(source, "reading", exc)
-        try:
-            result = deidentify(ds, compiled, keyring, in_place=True, pixel_engines=pixel_engines)
-        except VeilError as exc:
-            return FileOutcome(source, "failed", reason=f"de-identification failed: {exc}")
+            result = _fast(path, compiled, keyring)
         except Exception as exc:
             return _unexpected(source, "de-identification", exc)
+        if result is None:
+            try:
+                ds = read_instance(path)
+            except InputError as exc:
+                return FileOutcome(source, exc.status, reason=str(exc))
+            except Exception as exc:
+                return _unexpected(source, "reading", exc)
+            try:
+                result = deidentify(ds, compiled, keyring, in_place=True,
+                                    pixel_engines=pixel_engines)
+            except VeilError as exc:
+                return FileOutcome(source, "failed", reason=f"de-identification failed: {exc}")
+            except Exception as exc:
+                return _unexpected(source, "de-identification", exc)
         try:
             written = sink.write(result)
         except DuplicateOutputError as exc:
@@ -148,6 +154,29 @@ def process_file(
             return _unexpected(source, "writing", exc)
     output = written.relative_to(sink.root).as_posix()
     return _with_result(source, "ok", output, None, result)
+
+
+def _fast(
+    path: str | os.PathLike[str], compiled: CompiledProfile, keyring: Keyring
+) -> DeidResult | None:
+    """The byte-level fast path's result, or None where the general path must run.
+
+    The general path (read with pydicom, :func:`pipeline.engine.deidentify`) handles
+    every file the fast path does not, and gives the canonical reason for bad ones.
+    """
+    if not fastpath.applies(compiled):
+        return None
+    try:
+        file = Path(path)
+        if not file.is_file():
+            return None
+        data = file.read_bytes()
+    except OSError:
+        return None
+    try:
+        return fastpath.deidentify_bytes(data, compiled, keyring)
+    except fastpath.Unsupported:
+        return None
 
 
 def _with_result(

@@ -24,10 +24,10 @@ from pipeline.text import HeaderCollector, relevant
 from pipeline.values import element_strings, private_creator
 from pipeline.vr import BYTES_VRS, DATE_VRS, NUMBER_VRS, STRING_VRS, TEXT_VRS
 
-__all__ = ["Walker"]
+__all__ = ["CLEAN_NOW_VRS", "SWEEP_VRS", "Walker", "swept"]
 
 #: VRs the residual sweep looks into (values that can carry copied identifiers).
-_SWEEP_VRS = STRING_VRS - {"UI", "DA", "DT", "TM", "DS", "IS", "AS"}
+SWEEP_VRS = STRING_VRS - {"UI", "DA", "DT", "TM", "DS", "IS", "AS"}
 
 
 def _element_vr(ds: Dataset, tag: int) -> str:
@@ -39,7 +39,7 @@ def _element_vr(ds: Dataset, tag: int) -> str:
 
 
 #: VRs whose "clean" needs no header values (dates shift, UIDs remap...): done at once.
-_CLEAN_NOW_VRS = DATE_VRS | NUMBER_VRS | BYTES_VRS | {"UI", "SQ", "TM", "AT", "DS", "IS"}
+CLEAN_NOW_VRS = DATE_VRS | NUMBER_VRS | BYTES_VRS | {"UI", "SQ", "TM", "AT", "DS", "IS"}
 _AMBIGUOUS_VRS = frozenset({"US or SS", "US or OW", "OB or OW", "US or SS or OW"})
 #: Separator between values in the batched sweep: no header pattern can match across it.
 _SWEEP_JOIN = "\x00|\x00"
@@ -179,12 +179,12 @@ class Walker:
             if not decision.source.startswith("rule:"):
                 if deep and vr in TEXT_VRS:
                     self.deferred.append((ds, number, vr, path, decision, True))
-                elif self.sweep and vr in _SWEEP_VRS:
+                elif self.sweep and vr in SWEEP_VRS:
                     text = "\\".join(element_strings(ds, tag, vr, _current(ds, tag)))
                     if text:
                         self.candidates.append((ds, number, vr, path, text))
             return
-        elif action == "clean" and vr not in _CLEAN_NOW_VRS:
+        elif action == "clean" and vr not in CLEAN_NOW_VRS:
             self.deferred.append((ds, number, vr, path, decision, False))
             return
         handler = HANDLERS.get(action)
@@ -208,23 +208,28 @@ class Walker:
 
     def sweep_candidates(self) -> None:
         """Residual sweep: header values copied into kept attributes, in one pass."""
-        if not self.candidates:
-            return
         texts = [text for *_, text in self.candidates]
-        joined = _SWEEP_JOIN.join(texts)
-        spans = self.ctx.header_tagger.tag(joined, self.ctx.header)
-        if not spans:
-            return
-        starts, position = [], 0
-        for text in texts:
-            starts.append(position)
-            position += len(text) + len(_SWEEP_JOIN)
-        hit = set()
-        for span in spans:
-            for index, start in enumerate(starts):
-                if span.start < start + len(texts[index]) and span.end > start:
-                    hit.add(index)
-        for index in sorted(hit):
+        for index in swept(texts, self.ctx):
             ds, tag, vr, path, _ = self.candidates[index]
             if clean_string(ds, tag, vr, self.ctx, self.ctx.header_tagger):
                 self.ctx.record(path, tag, vr, "clean", "sweep", "header value copied here")
+
+
+def swept(texts: list[str], ctx: DeidContext) -> list[int]:
+    """Indices of the kept ``texts`` that hold a header value (one tagger call for all)."""
+    if not texts:
+        return []
+    joined = _SWEEP_JOIN.join(texts)
+    spans = ctx.header_tagger.tag(joined, ctx.header)
+    if not spans:
+        return []
+    starts, position = [], 0
+    for text in texts:
+        starts.append(position)
+        position += len(text) + len(_SWEEP_JOIN)
+    hit = set()
+    for span in spans:
+        for index, start in enumerate(starts):
+            if span.start < start + len(texts[index]) and span.end > start:
+                hit.add(index)
+    return sorted(hit)

@@ -22,7 +22,7 @@ from pipeline.io.sinks import TMP_PREFIX, DuplicateOutputError, FolderSink
 def result_for(ds: pydicom.Dataset, **uids: str) -> DeidResult:
     """A DeidResult for ``ds`` as it is (the sink does not care who changed it)."""
     return DeidResult(
-        dataset=ds,
+        parsed=ds,
         actions=(),
         warnings=(),
         pseudonyms=(),

@@ -18,7 +18,7 @@ from factories import PHI, make_ct
 from pydicom.data import get_testdata_file
 from pydicom.uid import BasicTextSRStorage, generate_uid
 
-from pipeline import job
+from pipeline import fastpath, job
 from pipeline.io import sinks
 from pipeline.io.report import UsageError
 from pipeline.io.sinks import TMP_PREFIX, FolderSink
@@ -219,8 +219,9 @@ def test_failed_write_leaves_nothing_half_written(tmp_path, tree, keyring, monke
     assert reasons == {"write failed (OSError)"}
 
 
+@pytest.mark.parametrize("path_taken", ["fast", "general"])
 def test_unexpected_exception_is_reported_by_class_name_only(
-    tmp_path, keyring, caplog, monkeypatch
+    tmp_path, keyring, caplog, monkeypatch, path_taken
 ):
     path = tmp_path / "ct.dcm"
     path.write_bytes(ct_bytes())
@@ -228,7 +229,14 @@ def test_unexpected_exception_is_reported_by_class_name_only(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError(f"cannot handle {PHI['PatientName']}")
 
-    monkeypatch.setattr(job, "deidentify", explode)
+    def unsupported(*args: object, **kwargs: object) -> None:
+        raise fastpath.Unsupported("take the general path")
+
+    if path_taken == "fast":
+        monkeypatch.setattr(fastpath, "deidentify_bytes", explode)
+    else:
+        monkeypatch.setattr(fastpath, "deidentify_bytes", unsupported)
+        monkeypatch.setattr(job, "deidentify", explode)
     sink = FolderSink(tmp_path / "out")
     with caplog.at_level(logging.DEBUG):
         outcome = process_file(path, sink, compiled(), keyring)

@@ -11,22 +11,19 @@ accepted as already written.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import secrets
 from pathlib import Path
-
-from pydicom import dcmwrite
 
 from pipeline.engine import DeidResult
 from pipeline.io.atomic import TMP_PREFIX
 from pipeline.io.sinks import (
     DuplicateOutputError,
     FolderSink,
-    _ensure_transfer_syntax,
     _fsync_dir,
     _make_dirs,
     _remove_empty,
+    encode,
 )
 
 __all__ = ["IdempotentFolderSink", "remove_stale_temporaries"]
@@ -53,10 +50,7 @@ class IdempotentFolderSink(FolderSink):
             When writing fails; no temporary file is left behind.
         """
         path = self.target(result)
-        _ensure_transfer_syntax(result.dataset)
-        buffer = io.BytesIO()
-        dcmwrite(buffer, result.dataset, enforce_file_format=True)
-        data = buffer.getvalue()
+        data = encode(result)
         if _existing(path, data):
             return path
         created = _make_dirs(path.parent, self.root)

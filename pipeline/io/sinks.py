@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import threading
@@ -68,10 +69,9 @@ class FolderSink:
                 raise DuplicateOutputError("same output SOP Instance UID as an earlier input")
             self._written.add(result.sop_uid)
         try:
-            _ensure_transfer_syntax(result.dataset)
             created = _make_dirs(path.parent, self.root)
             try:
-                _atomic_write(path, result.dataset)
+                _atomic_write(path, result)
             except BaseException:
                 _remove_empty(created)
                 raise
@@ -119,9 +119,20 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
-def _atomic_write(path: Path, ds: Dataset) -> None:
-    """Write ``ds`` atomically under ``path`` and persist the rename."""
-    atomic_write(path, lambda handle: dcmwrite(handle, ds, enforce_file_format=True))
+def encode(result: DeidResult) -> bytes:
+    """The file bytes of ``result``: its encoding from the fast path, else written here."""
+    if result.encoded is not None:
+        return result.encoded
+    _ensure_transfer_syntax(result.dataset)
+    buffer = io.BytesIO()
+    dcmwrite(buffer, result.dataset, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _atomic_write(path: Path, result: DeidResult) -> None:
+    """Write ``result`` atomically under ``path`` and persist the rename."""
+    data = encode(result)
+    atomic_write(path, lambda handle: handle.write(data))
     _fsync_dir(path.parent)
 
 

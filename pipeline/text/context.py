@@ -50,6 +50,8 @@ NAME_PARTICLES = frozenset({
 _PN_SPLIT = re.compile(r"[\s,;]+")
 _PART_SPLIT = re.compile(r"['’.\-]+")
 _MAX_DEPTH = 32
+#: VRs whose values the collector reads (string VRs, dates and UIDs).
+COLLECTED_VRS = _STRING_VRS | {"DA", "DT", "UI"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,285 @@
+"""Read and write DICOM Part 10 files as bytes, for the de-identification fast path.
+
+The parser turns a file in Explicit VR Little Endian into a tree of :class:`Element`
+records that point into the file's bytes; nothing is decoded until someone asks. The
+encoder writes elements back, copying every untouched element as the bytes it was.
+
+Anything outside that narrow, common case raises :class:`Unsupported`, and the caller
+takes the general path (pydicom); the fast path never guesses.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+__all__ = [
+    "EXPLICIT_LE",
+    "Element",
+    "RawFile",
+    "Unsupported",
+    "encode_element",
+    "encode_numbers",
+    "encode_strings",
+    "parse_file",
+    "strings",
+]
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_MAGIC = b"DICM"
+_PREAMBLE = 128
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQUENCE_END = 0xFFFEE0DD
+#: Explicit VRs with a 2-byte reserved field and a 4-byte length.
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT",
+                       "UV"})
+_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "PN",
+                  "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"}) | _LONG_VRS
+#: Binary number VRs and the size of one value (pydicom refuses other lengths).
+NUMBER_SIZES = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "UV": 8, "SV": 8, "AT": 4}
+_NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "UV": "Q",
+                   "SV": "q"}
+#: Nesting deeper than this is refused (a hostile file must not exhaust the stack).
+MAX_DEPTH = 32
+#: String VRs whose value may contain a backslash (single-valued by definition).
+SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+
+_HEADER = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<I")
+_TAG_LENGTH = struct.Struct("<HHI")
+
+
+class Unsupported(Exception):
+    """The file is outside what the fast path handles; use the general path."""
+
+
+@dataclass(slots=True)
+class Element:
+    """One element of a parsed file: where its bytes are, and its items if a sequence.
+
+    Attributes
+    ----------
+    tag, vr
+        Tag as an int and VR as written in the file.
+    start, value_start, end
+        Offsets of the element's header, its value and the end of the element.
+    items
+        For a sequence, each item's elements; None otherwise.
+    """
+
+    tag: int
+    vr: str
+    start: int
+    value_start: int
+    end: int
+    items: list[list[Element]] | None = None
+
+
+@dataclass(slots=True)
+class RawFile:
+    """A parsed Part 10 file: its bytes, file meta elements and dataset elements."""
+
+    data: bytes
+    meta: list[Element]
+    elements: list[Element]
+    transfer_syntax: str
+
+    def value(self, element: Element) -> bytes:
+        """The value bytes of a non-sequence element."""
+        return self.data[element.value_start:element.end]
+
+    def raw(self, element: Element) -> bytes:
+        """The whole element (header and value) as written in the file."""
+        return self.data[element.start:element.end]
+
+
+def parse_file(data: bytes) -> RawFile:
+    """Parse a Part 10 file in Explicit VR Little Endian with native pixel data.
+
+    Raises
+    ------
+    Unsupported
+        For anything else: no DICM prefix, another transfer syntax, encapsulated or
+        undefined-length non-sequence values, elements out of order or cut short.
+    """
+    if len(data) < _PREAMBLE + 4 or data[_PREAMBLE:_PREAMBLE + 4] != _MAGIC:
+        raise Unsupported("no DICM prefix")
+    meta: list[Element] = []
+    position = _PREAMBLE + 4
+    while position + 8 <= len(data) and data[position:position + 2] == b"\x02\x00":
+        element, position = _element(data, position, len(data), 0)
+        meta.append(element)
+    syntax = next((e for e in meta if e.tag == 0x00020010), None)
+    if syntax is None:
+        raise Unsupported("no transfer syntax")
+    value = data[syntax.value_start:syntax.end].rstrip(b"\x00 ")
+    transfer_syntax = value.decode("ascii", "replace")
+    if transfer_syntax != EXPLICIT_LE:
+        raise Unsupported("transfer syntax")
+    elements = _elements(data, position, len(data), 0, top=True)
+    return RawFile(data, meta, elements, transfer_syntax)
+
+
+def _element(data: bytes, position: int, end: int, depth: int) -> tuple[Element, int]:
+    """Parse the element at ``position``; return it and where the next one starts."""
+    if position + 8 > end:
+        raise Unsupported("cut short")
+    group, number, vr_bytes, short = _HEADER.unpack_from(data, position)
+    tag = group << 16 | number
+    if group == 0xFFFE:
+        raise Unsupported("delimiter out of place")
+    try:
+        vr = vr_bytes.decode("ascii")
+    except UnicodeDecodeError:
+        raise Unsupported("VR") from None
+    if vr not in _VRS:
+        raise Unsupported("VR")
+    if vr in _LONG_VRS:
+        if position + 12 > end:
+            raise Unsupported("cut short")
+        (length,) = _LONG_LENGTH.unpack_from(data, position + 8)
+        value_start = position + 12
+    else:
+        length, value_start = short, position + 8
+    if vr == "SQ":
+        items, stop = _items(data, value_start, length, end, depth + 1)
+        return Element(tag, vr, position, value_start, stop, items), stop
+    if length == _UNDEFINED:
+        raise Unsupported("undefined length value")
+    stop = value_start + length
+    if stop > end:
+        raise Unsupported("cut short")
+    return Element(tag, vr, position, value_start, stop), stop
+
+
+def _elements(data: bytes, position: int, end: int, depth: int, top: bool = False
+              ) -> list[Element]:
+    """Parse elements from ``position`` to ``end`` (ascending tags, none repeated)."""
+    if depth > MAX_DEPTH:
+        raise Unsupported("nested too deep")
+    found: list[Element] = []
+    previous = -1
+    while position < end:
+        element, position = _element(data, position, end, depth)
+        if element.tag <= previous or (top and element.tag >> 16 == 2):
+            raise Unsupported("elements out of order")
+        previous = element.tag
+        found.append(element)
+    return found
+
+
+def _items(data: bytes, position: int, length: int, end: int, depth: int
+           ) -> tuple[list[list[Element]], int]:
+    """Parse a sequence's items; return them and the end of the sequence."""
+    limit = end if length == _UNDEFINED else position + length
+    if limit > end:
+        raise Unsupported("cut short")
+    items: list[list[Element]] = []
+    while True:
+        if position == limit and length != _UNDEFINED:
+            return items, position
+        if position + 8 > limit:
+            raise Unsupported("cut short")
+        group, number, item_length = _TAG_LENGTH.unpack_from(data, position)
+        tag = group << 16 | number
+        position += 8
+        if tag == _SEQUENCE_END and length == _UNDEFINED:
+            return items, position
+        if tag != _ITEM:
+            raise Unsupported("not an item")
+        if item_length == _UNDEFINED:
+            item_end = _find_item_end(data, position, limit, depth)
+            items.append(_elements(data, position, item_end, depth))
+            position = item_end + 8
+        else:
+            if position + item_length > limit:
+                raise Unsupported("cut short")
+            items.append(_elements(data, position, position + item_length, depth))
+            position += item_length
+
+
+def _find_item_end(data: bytes, position: int, limit: int, depth: int) -> int:
+    """Offset of the item delimiter that closes an undefined-length item."""
+    while True:
+        if position + 8 > limit:
+            raise Unsupported("cut short")
+        if _TAG_LENGTH.unpack_from(data, position)[:2] == (0xFFFE, 0xE00D):
+            return position
+        _, position = _element(data, position, limit, depth)
+
+
+def strings(value: bytes, vr: str) -> list[str]:
+    """The string values of ``value`` as :func:`pipeline.values.element_strings` reads them.
+
+    Raises
+    ------
+    Unsupported
+        When the bytes are not pure ASCII (the character set would matter).
+    """
+    if not value.isascii():
+        raise Unsupported("non-ASCII text")
+    text = value.decode("ascii")
+    text = text.rstrip(" \x00") if vr in SINGLE_VALUED else text.strip(" \x00")
+    if not text:
+        return []
+    if vr in SINGLE_VALUED:
+        return [text]
+    return [part.strip(" ") for part in text.split("\\")]
+
+
+def _header(tag: int, vr: str, length: int) -> bytes:
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, vr.encode(), length)
+    if length > 0xFFFF:
+        raise Unsupported("value too long for its VR")
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), length)
+
+
+def encode_element(tag: int, vr: str, value: bytes) -> bytes:
+    """One element, Explicit VR Little Endian, with an even-length ``value``."""
+    return _header(tag, vr, len(value)) + value
+
+
+def encode_strings(values: list[str] | str | None, vr: str) -> bytes:
+    """String values as pydicom writes them: joined by backslashes, padded to even length.
+
+    Raises
+    ------
+    Unsupported
+        When a value is not ASCII (its encoding would depend on the character set).
+    """
+    if values is None:
+        return b""
+    text = values if isinstance(values, str) else "\\".join(values)
+    if not text.isascii():
+        raise Unsupported("non-ASCII text")
+    encoded = text.encode("ascii")
+    if len(encoded) % 2:
+        encoded += b"\x00" if vr == "UI" else b" "
+    return encoded
+
+
+def encode_numbers(value: object, vr: str) -> bytes:
+    """A single binary value (a dummy number, an AT tag or bytes)."""
+    if isinstance(value, bytes):
+        return value + (b"\x00" if len(value) % 2 else b"")
+    if vr == "AT":
+        number = int(value)  # type: ignore[call-overload]
+        return struct.pack("<HH", number >> 16, number & 0xFFFF)
+    fmt = _NUMBER_FORMATS.get(vr)
+    if fmt is None:
+        raise Unsupported("VR without a binary encoding")
+    return struct.pack("<" + fmt, value)
+
+
+def encode_sequence(tag: int, items: list[bytes]) -> bytes:
+    """A sequence of already encoded items' contents (undefined lengths, delimited)."""
+    parts = [struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, b"SQ", _UNDEFINED)]
+    for item in items:
+        parts.append(struct.pack("<HHI", 0xFFFE, 0xE000, _UNDEFINED))
+        parts.append(item)
+        parts.append(struct.pack("<HHI", 0xFFFE, 0xE00D, 0))
+    parts.append(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    return b"".join(parts)
