@@ -5,7 +5,8 @@
 same action transforms as :func:`pipeline.engine.deidentify`, copies every element it
 keeps as the bytes it was (Pixel Data included) and encodes only what changes.
 
-It covers the common case: Explicit VR Little Endian, native pixel data, ASCII text,
+It covers the common case: Explicit VR Little Endian (native or encapsulated pixel
+data), ASCII text,
 no trial mapping and no pixel cleaning. Anything else raises
 :class:`pipeline.rawfile.Unsupported` before a byte is written, and the caller uses the
 general path; ``tests/test_fastpath.py`` proves both paths give the same dataset,
@@ -15,10 +16,9 @@ actions, pseudonyms and warnings.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from typing import TypeAlias
 
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import keyword_for_tag
 
 from pipeline import __version__
 from pipeline.actions import (
@@ -41,8 +41,8 @@ from pipeline.engine import (
 from pipeline.errors import DeidError
 from pipeline.keys import Keyring
 from pipeline.profile.compiler import CompiledProfile, Decision
+from pipeline.rawcheck import REQUIRED_UIDS, check_instance, top_text
 from pipeline.rawfile import (
-    NUMBER_SIZES,
     Element,
     RawFile,
     Unsupported,
@@ -59,14 +59,6 @@ from pipeline.vr import STRING_VRS, TEXT_VRS
 from pipeline.walker import CLEAN_NOW_VRS, SWEEP_VRS, _keyword, _tag_text, swept
 
 __all__ = ["Unsupported", "applies", "deidentify_bytes"]
-
-_PIXEL_DATA = 0x7FE00010
-_OTHER_PIXELS = (0x7FE00008, 0x7FE00009)
-_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
-_DIRECTORY_RECORDS = 0x00041220
-_REQUIRED = {"SOPInstanceUID": 0x00080018, "StudyInstanceUID": 0x0020000D,
-             "SeriesInstanceUID": 0x0020000E}
-
 
 class Slot:
     """An output element whose value may still change (deferred cleaning, the sweep)."""
@@ -290,65 +282,6 @@ def _serialise(level: list[tuple[int, Out]]) -> list[bytes | memoryview]:
     return parts
 
 
-def _top_text(raw: RawFile, keyword: str, elements: dict[int, Element]) -> str:
-    """A top-level value as ``str(ds.get(keyword, "") or "")`` reads it (plain ASCII only)."""
-    tag = tag_for_keyword(keyword)
-    element = elements.get(tag) if tag is not None else None
-    if element is None:
-        return ""
-    value = raw.value(element)
-    if b"\\" in value or not value.isascii() or value[:1].isspace():
-        raise Unsupported("value needs pydicom's conversion")
-    return value.decode("ascii").rstrip("\x00 ")
-
-
-def _check(raw: RawFile, top: dict[int, Element], get: Callable[[str], str]) -> bool:
-    """What :func:`pipeline.io.reader.read_instance` checks; return whether it has pixels."""
-    meta = {e.tag: e for e in raw.meta}
-    sop_class = meta.get(0x00020002)
-    if sop_class is not None and raw.value(sop_class).rstrip(b"\x00 ") == _DICOMDIR_CLASS.encode():
-        raise Unsupported("DICOMDIR")
-    if _DIRECTORY_RECORDS in top or any(tag in top for tag in _OTHER_PIXELS):
-        raise Unsupported("directory records or float pixel data")
-    for keyword in _REQUIRED:
-        if not get(keyword).strip():
-            raise Unsupported("missing instance UID")
-    _check_numbers(raw.elements)
-    pixels = top.get(_PIXEL_DATA)
-    if pixels is None:
-        return False
-    if pixels.vr not in ("OB", "OW"):
-        raise Unsupported("pixel data VR")
-    geometry = {}
-    for keyword in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel"):
-        element = top.get(tag_for_keyword(keyword) or 0)
-        if element is None or element.vr != "US" or element.end - element.value_start != 2:
-            raise Unsupported("pixel geometry")
-        geometry[keyword] = struct.unpack("<H", raw.value(element))[0]
-    try:
-        frames = max(int(get("NumberOfFrames") or 1), 1)
-    except ValueError:
-        raise Unsupported("number of frames") from None
-    pixels_count = geometry["Rows"] * geometry["Columns"] * frames
-    if get("PhotometricInterpretation") == "YBR_FULL_422" and geometry["SamplesPerPixel"] == 3:
-        expected = pixels_count * 2 * (geometry["BitsAllocated"] // 8)
-    else:
-        expected = (pixels_count * geometry["SamplesPerPixel"] * geometry["BitsAllocated"] + 7) // 8
-    if pixels.end - pixels.value_start < expected:
-        raise Unsupported("short pixel data")
-    return True
-
-
-def _check_numbers(elements: list[Element]) -> None:
-    """Binary numbers of a length pydicom refuses to read send the file to the general path."""
-    for element in elements:
-        size = NUMBER_SIZES.get(element.vr)
-        if size is not None and element.vr != "AT" and (element.end - element.value_start) % size:
-            raise Unsupported("binary value of a wrong length")
-        for item in element.items or ():
-            _check_numbers(item)
-
-
 #: id(compiled) -> (compiled, its finishing elements), like the engine's method cache.
 _FINISHING: dict[int, tuple[CompiledProfile, tuple[tuple[int, bytes], ...]]] = {}
 
@@ -443,9 +376,9 @@ def deidentify_bytes(data: bytes, compiled: CompiledProfile, keyring: Keyring) -
     top = {element.tag: element for element in raw.elements}
 
     def get(keyword: str) -> str:
-        return _top_text(raw, keyword, top)
+        return top_text(raw, keyword, top)
 
-    has_pixels = _check(raw, top, get)
+    has_pixels = check_instance(raw, top, get)
     ctx, note = context_for(get, compiled, keyring)
     warnings = warnings_for(get, has_pixels, False)
     if note:
@@ -460,9 +393,9 @@ def deidentify_bytes(data: bytes, compiled: CompiledProfile, keyring: Keyring) -
         raise Unsupported("the general path reports this file") from exc
     done = {tag for tag, _ in _finishing(compiled)}
     level = [(tag, out) for tag, out in level if tag not in done] + list(_finishing(compiled))
-    study = _uid_of(level, _REQUIRED["StudyInstanceUID"])
-    series = _uid_of(level, _REQUIRED["SeriesInstanceUID"])
-    sop = _uid_of(level, _REQUIRED["SOPInstanceUID"])
+    study = _uid_of(level, REQUIRED_UIDS["StudyInstanceUID"])
+    series = _uid_of(level, REQUIRED_UIDS["SeriesInstanceUID"])
+    sop = _uid_of(level, REQUIRED_UIDS["SOPInstanceUID"])
     sop_class = _uid_of(level, 0x00080016) if any(t == 0x00080016 for t, _ in level) else None
     encoded = b"".join([
         bytes(128), b"DICM",

@@ -13,6 +13,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from pydicom.uid import UID
+
 __all__ = [
     "EXPLICIT_LE",
     "Element",
@@ -32,6 +34,7 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
+_PIXEL_DATA = 0x7FE00010
 #: Explicit VRs with a 2-byte reserved field and a 4-byte length.
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT",
                        "UV"})
@@ -66,7 +69,8 @@ class Element:
     start, value_start, end
         Offsets of the element's header, its value and the end of the element.
     items
-        For a sequence, each item's elements; None otherwise.
+        For a sequence, each item's elements; for encapsulated Pixel Data, an empty
+        list (its fragments are copied as they are); None otherwise.
     """
 
     tag: int
@@ -96,13 +100,14 @@ class RawFile:
 
 
 def parse_file(data: bytes) -> RawFile:
-    """Parse a Part 10 file in Explicit VR Little Endian with native pixel data.
+    """Parse a Part 10 file in Explicit VR Little Endian (native or encapsulated pixels).
 
     Raises
     ------
     Unsupported
-        For anything else: no DICM prefix, another transfer syntax, encapsulated or
-        undefined-length non-sequence values, elements out of order or cut short.
+        For anything else: no DICM prefix, another transfer syntax, undefined-length
+        values other than sequences and encapsulated Pixel Data, encapsulated items that
+        do not parse, elements out of order or cut short.
     """
     if len(data) < _PREAMBLE + 4 or data[_PREAMBLE:_PREAMBLE + 4] != _MAGIC:
         raise Unsupported("no DICM prefix")
@@ -116,10 +121,23 @@ def parse_file(data: bytes) -> RawFile:
         raise Unsupported("no transfer syntax")
     value = data[syntax.value_start:syntax.end].rstrip(b"\x00 ")
     transfer_syntax = value.decode("ascii", "replace")
-    if transfer_syntax != EXPLICIT_LE:
-        raise Unsupported("transfer syntax")
+    encapsulated = _encapsulated(transfer_syntax)
     elements = _elements(data, position, len(data), 0, top=True)
+    pixels = next((e for e in elements if e.tag == _PIXEL_DATA), None)
+    if pixels is not None and (pixels.items == []) != encapsulated:
+        raise Unsupported("pixel data encoding does not match the transfer syntax")
     return RawFile(data, meta, elements, transfer_syntax)
+
+
+def _encapsulated(transfer_syntax: str) -> bool:
+    """Whether ``transfer_syntax`` is an encapsulated one (else Explicit VR LE) or refuse it."""
+    if transfer_syntax == EXPLICIT_LE:
+        return False
+    uid = UID(transfer_syntax)
+    if (uid.is_transfer_syntax and uid.is_encapsulated and uid.is_little_endian
+            and not uid.is_implicit_VR and not uid.is_deflated):
+        return True
+    raise Unsupported("transfer syntax")
 
 
 def _element(data: bytes, position: int, end: int, depth: int) -> tuple[Element, int]:
@@ -147,7 +165,10 @@ def _element(data: bytes, position: int, end: int, depth: int) -> tuple[Element,
         items, stop = _items(data, value_start, length, end, depth + 1)
         return Element(tag, vr, position, value_start, stop, items), stop
     if length == _UNDEFINED:
-        raise Unsupported("undefined length value")
+        if tag != _PIXEL_DATA or depth or vr != "OB":
+            raise Unsupported("undefined length value")
+        stop = _fragments(data, value_start, end)
+        return Element(tag, vr, position, value_start, stop, []), stop
     stop = value_start + length
     if stop > end:
         raise Unsupported("cut short")
@@ -198,6 +219,30 @@ def _items(data: bytes, position: int, length: int, end: int, depth: int
                 raise Unsupported("cut short")
             items.append(_elements(data, position, position + item_length, depth))
             position += item_length
+
+
+def _fragments(data: bytes, position: int, end: int) -> int:
+    """Walk encapsulated pixel data's items; return the end of its sequence delimiter.
+
+    Refuses (``Unsupported``) what the reader refuses: items that do not parse and
+    pixel data without any frame data.
+    """
+    frame_data = False
+    while True:
+        if position + 8 > end:
+            raise Unsupported("cut short")
+        group, number, length = _TAG_LENGTH.unpack_from(data, position)
+        position += 8
+        if (group, number) == (0xFFFE, 0xE0DD):
+            if not frame_data:
+                raise Unsupported("no frame data")
+            return position
+        if (group, number) != (0xFFFE, 0xE000) or length == _UNDEFINED:
+            raise Unsupported("encapsulated item")
+        frame_data = frame_data or length > 0
+        position += length
+        if position > end:
+            raise Unsupported("cut short")
 
 
 def _find_item_end(data: bytes, position: int, limit: int, depth: int) -> int:
