@@ -63,10 +63,12 @@ __all__ = ["Unsupported", "applies", "deidentify_bytes"]
 class Slot:
     """An output element whose value may still change (deferred cleaning, the sweep)."""
 
-    __slots__ = ("raw", "tag", "value", "values", "vr")
+    __slots__ = ("implicit", "raw", "tag", "value", "values", "vr")
 
-    def __init__(self, tag: int, vr: str, raw: memoryview, value: bytes) -> None:
+    def __init__(self, tag: int, vr: str, raw: memoryview, value: bytes, implicit: bool
+                 ) -> None:
         self.tag, self.vr, self.raw, self.value = tag, vr, raw, value
+        self.implicit = implicit
         self.values: list[str] | None = None  # None: unchanged
 
     def read(self) -> list[str]:
@@ -77,7 +79,8 @@ class Slot:
         """The element's bytes: as read when unchanged."""
         if self.values is None:
             return self.raw
-        return encode_element(self.tag, self.vr, encode_strings(self.values, self.vr))
+        return encode_element(self.tag, self.vr, encode_strings(self.values, self.vr),
+                              self.implicit)
 
 
 #: An output element: final bytes, a :class:`Slot`, or a walked sequence's items.
@@ -96,17 +99,19 @@ def _set(slot: Slot, change: object) -> None:
         raise Unsupported("deferred change is not text")
 
 
-def _encode_change(tag: int, vr: str, change: object) -> bytes | None:
+def _encode_change(tag: int, vr: str, change: object, implicit: bool) -> bytes | None:
     """The bytes of an element after its transform (None: dropped)."""
     if change is DROP:
         return None
     if isinstance(change, Items):
         if not change.count:
-            return encode_element(tag, vr, b"")
-        return encode_sequence(tag, [b""] * change.count)
+            return encode_element(tag, vr, b"", implicit)
+        return encode_sequence(tag, [b""] * change.count, implicit)
     if change is None or vr in STRING_VRS:
-        return encode_element(tag, vr, encode_strings(change, vr))  # type: ignore[arg-type]
-    return encode_element(tag, vr, encode_numbers(change, vr))
+        value = encode_strings(change, vr)  # type: ignore[arg-type]
+    else:
+        value = encode_numbers(change, vr)
+    return encode_element(tag, vr, value, implicit)
 
 
 class ByteWalker:
@@ -128,6 +133,10 @@ class ByteWalker:
 
     def _raw(self, element: Element) -> memoryview:
         return self.view[element.start:element.end]
+
+    def _slot(self, element: Element) -> Slot:
+        return Slot(element.tag, element.vr, self._raw(element), self._value(element),
+                    self.file.implicit)
 
     def _creator(self, creators: dict[int, Element], number: int) -> str | None:
         """:func:`pipeline.values.private_creator` on bytes."""
@@ -209,11 +218,11 @@ class ByteWalker:
             if action == "keep" and decision.source.startswith("rule:"):
                 return self._raw(element)
             if action == "clean" or (deep and vr in TEXT_VRS):
-                slot = Slot(number, vr, self._raw(element), self._value(element))
+                slot = self._slot(element)
                 self.deferred.append((slot, path, decision, action == "keep"))
                 return slot
             if self.sweep and vr in SWEEP_VRS:
-                slot = Slot(number, vr, self._raw(element), self._value(element))
+                slot = self._slot(element)
                 text = "\\".join(slot.read())
                 if text:
                     self.candidates.append((slot, path, text))
@@ -226,7 +235,7 @@ class ByteWalker:
         change = transform(lambda: strings(value, vr), number, vr, decision, self.ctx, path)
         if change is UNCHANGED:
             return self._raw(element)
-        return _encode_change(number, vr, change)
+        return _encode_change(number, vr, change, self.file.implicit)
 
     def collect(self, elements: list[Element], parent: str, depth: int) -> None:
         """:meth:`pipeline.text.HeaderCollector.walk` on bytes (a removed sequence's items)."""
@@ -269,48 +278,49 @@ class ByteWalker:
                                "header value copied here")
 
 
-def _serialise(level: list[tuple[int, Out]]) -> list[bytes | memoryview]:
+def _serialise(level: list[tuple[int, Out]], implicit: bool) -> list[bytes | memoryview]:
     """The bytes of one dataset level, in tag order."""
     parts: list[bytes | memoryview] = []
     for tag, out in sorted(level, key=lambda pair: pair[0]):
         if isinstance(out, Slot):
             parts.append(out.encode())
         elif isinstance(out, list):
-            parts.append(encode_sequence(tag, [b"".join(_serialise(item)) for item in out]))
+            items = [b"".join(_serialise(item, implicit)) for item in out]
+            parts.append(encode_sequence(tag, items, implicit))
         else:
             parts.append(out)
     return parts
 
 
-#: id(compiled) -> (compiled, its finishing elements), like the engine's method cache.
-_FINISHING: dict[int, tuple[CompiledProfile, tuple[tuple[int, bytes], ...]]] = {}
+#: (id(compiled), implicit) -> (compiled, its finishing elements), as the engine caches.
+_FINISHING: dict[tuple[int, bool], tuple[CompiledProfile, tuple[tuple[int, bytes], ...]]] = {}
 
 
-def _finishing(compiled: CompiledProfile) -> tuple[tuple[int, bytes], ...]:
+def _finishing(compiled: CompiledProfile, implicit: bool) -> tuple[tuple[int, bytes], ...]:
     """The elements every output of ``compiled`` gets (cached per compiled profile)."""
-    cached = _FINISHING.get(id(compiled))
+    key = (id(compiled), implicit)
+    cached = _FINISHING.get(key)
     if cached is None or cached[0] is not compiled:
         if len(_FINISHING) > 64:
             _FINISHING.clear()
-        cached = _FINISHING[id(compiled)] = (compiled, _finishing_elements(compiled))
+        cached = _FINISHING[key] = (compiled, _finishing_elements(compiled, implicit))
     return cached[1]
 
 
-def _finishing_elements(compiled: CompiledProfile) -> tuple[tuple[int, bytes], ...]:
+def _finishing_elements(compiled: CompiledProfile, implicit: bool
+                        ) -> tuple[tuple[int, bytes], ...]:
     """Patient Identity Removed, De-identification Method and its codes, Longitudinal..."""
-    items = []
-    for code, meaning in compiled.codes:
-        items.append(b"".join([
-            encode_element(0x00080100, "SH", encode_strings(code, "SH")),
-            encode_element(0x00080102, "SH", encode_strings("DCM", "SH")),
-            encode_element(0x00080104, "LO", encode_strings(meaning, "LO")),
-        ]))
+    def element(tag: int, vr: str, value: str | list[str]) -> bytes:
+        return encode_element(tag, vr, encode_strings(value, vr), implicit)
+
+    items = [b"".join([element(0x00080100, "SH", code), element(0x00080102, "SH", "DCM"),
+                       element(0x00080104, "LO", meaning)])
+             for code, meaning in compiled.codes]
     return (
-        (0x00120062, encode_element(0x00120062, "CS", encode_strings("YES", "CS"))),
-        (0x00120063, encode_element(0x00120063, "LO",
-                                    encode_strings(method_values(compiled), "LO"))),
-        (0x00120064, encode_sequence(0x00120064, items)),
-        (0x00280303, encode_element(0x00280303, "CS", encode_strings(compiled.temporal, "CS"))),
+        (0x00120062, element(0x00120062, "CS", "YES")),
+        (0x00120063, element(0x00120063, "LO", method_values(compiled))),
+        (0x00120064, encode_sequence(0x00120064, items, implicit)),
+        (0x00280303, element(0x00280303, "CS", compiled.temporal)),
     )
 
 
@@ -391,8 +401,9 @@ def deidentify_bytes(data: bytes, compiled: CompiledProfile, keyring: Keyring) -
     except (DeidError, ValueError, TypeError, KeyError, AttributeError, OverflowError,
             struct.error) as exc:
         raise Unsupported("the general path reports this file") from exc
-    done = {tag for tag, _ in _finishing(compiled)}
-    level = [(tag, out) for tag, out in level if tag not in done] + list(_finishing(compiled))
+    finishing = _finishing(compiled, raw.implicit)
+    done = {tag for tag, _ in finishing}
+    level = [(tag, out) for tag, out in level if tag not in done] + list(finishing)
     study = _uid_of(level, REQUIRED_UIDS["StudyInstanceUID"])
     series = _uid_of(level, REQUIRED_UIDS["SeriesInstanceUID"])
     sop = _uid_of(level, REQUIRED_UIDS["SOPInstanceUID"])
@@ -400,7 +411,7 @@ def deidentify_bytes(data: bytes, compiled: CompiledProfile, keyring: Keyring) -
     encoded = b"".join([
         bytes(128), b"DICM",
         _meta(raw, sop_class, sop),
-        *_serialise(level),
+        *_serialise(level, raw.implicit),
     ])
     pseudonyms = [Pseudonym(kind, orig, new) for (kind, orig), new in ctx.pseudonyms.items()]
     pseudonyms.append(Pseudonym("patient", ctx.patient_key.split("\x00")[1], ctx.pseudo_id))

@@ -13,21 +13,25 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.uid import UID
 
 __all__ = [
     "EXPLICIT_LE",
+    "IMPLICIT_LE",
     "Element",
     "RawFile",
     "Unsupported",
     "encode_element",
     "encode_numbers",
     "encode_strings",
+    "implicit_vr",
     "parse_file",
     "strings",
 ]
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
 _MAGIC = b"DICM"
 _PREAMBLE = 128
 _UNDEFINED = 0xFFFFFFFF
@@ -89,6 +93,7 @@ class RawFile:
     meta: list[Element]
     elements: list[Element]
     transfer_syntax: str
+    implicit: bool = False
 
     def value(self, element: Element) -> bytes:
         """The value bytes of a non-sequence element."""
@@ -100,33 +105,36 @@ class RawFile:
 
 
 def parse_file(data: bytes) -> RawFile:
-    """Parse a Part 10 file in Explicit VR Little Endian (native or encapsulated pixels).
+    """Parse a Part 10 file in Explicit or Implicit VR Little Endian.
 
     Raises
     ------
     Unsupported
         For anything else: no DICM prefix, another transfer syntax, undefined-length
         values other than sequences and encapsulated Pixel Data, encapsulated items that
-        do not parse, elements out of order or cut short.
+        do not parse, elements out of order or cut short; in implicit VR, a VR that
+        pydicom would have to guess or resolve from context (see :func:`implicit_vr`).
     """
     if len(data) < _PREAMBLE + 4 or data[_PREAMBLE:_PREAMBLE + 4] != _MAGIC:
         raise Unsupported("no DICM prefix")
+    meta_parser = _Parser(data, implicit=False)
     meta: list[Element] = []
     position = _PREAMBLE + 4
     while position + 8 <= len(data) and data[position:position + 2] == b"\x02\x00":
-        element, position = _element(data, position, len(data), 0)
+        element, position = meta_parser.element(position, len(data), 0, {})
         meta.append(element)
     syntax = next((e for e in meta if e.tag == 0x00020010), None)
     if syntax is None:
         raise Unsupported("no transfer syntax")
     value = data[syntax.value_start:syntax.end].rstrip(b"\x00 ")
     transfer_syntax = value.decode("ascii", "replace")
-    encapsulated = _encapsulated(transfer_syntax)
-    elements = _elements(data, position, len(data), 0, top=True)
+    implicit = transfer_syntax == IMPLICIT_LE
+    encapsulated = not implicit and _encapsulated(transfer_syntax)
+    elements, _ = _Parser(data, implicit).elements(position, len(data), 0, top=True)
     pixels = next((e for e in elements if e.tag == _PIXEL_DATA), None)
     if pixels is not None and (pixels.items == []) != encapsulated:
         raise Unsupported("pixel data encoding does not match the transfer syntax")
-    return RawFile(data, meta, elements, transfer_syntax)
+    return RawFile(data, meta, elements, transfer_syntax, implicit)
 
 
 def _encapsulated(transfer_syntax: str) -> bool:
@@ -140,85 +148,153 @@ def _encapsulated(transfer_syntax: str) -> bool:
     raise Unsupported("transfer syntax")
 
 
-def _element(data: bytes, position: int, end: int, depth: int) -> tuple[Element, int]:
-    """Parse the element at ``position``; return it and where the next one starts."""
-    if position + 8 > end:
-        raise Unsupported("cut short")
-    group, number, vr_bytes, short = _HEADER.unpack_from(data, position)
-    tag = group << 16 | number
-    if group == 0xFFFE:
-        raise Unsupported("delimiter out of place")
-    try:
-        vr = vr_bytes.decode("ascii")
-    except UnicodeDecodeError:
-        raise Unsupported("VR") from None
-    if vr not in _VRS:
-        raise Unsupported("VR")
-    if vr in _LONG_VRS:
-        if position + 12 > end:
-            raise Unsupported("cut short")
-        (length,) = _LONG_LENGTH.unpack_from(data, position + 8)
-        value_start = position + 12
+def implicit_vr(tag: int, creators: dict[int, bytes], pixel_representation: int | None
+                ) -> str:
+    """The VR pydicom gives an element read in implicit VR, where that is certain.
+
+    Public tags take their dictionary VR (group lengths UL); private creators LO;
+    private data elements the private dictionary's VR for their creator, else UN. The
+    ambiguous ``US or SS`` is resolved by a Pixel Representation read before it at the
+    same level, implicit Pixel Data is OW; anything else ambiguous or unknown is
+    refused.
+    """
+    element = tag & 0xFFFF
+    if (tag >> 16) & 1:
+        if 0x10 <= element <= 0xFF:
+            return "LO"
+        creator = creators.get((tag & 0xFFFF0000) | (element >> 8)) if element >> 8 else None
+        if not creator:
+            return "UN"
+        if b"\\" in creator or not creator.isascii():
+            raise Unsupported("private creator value")
+        try:
+            vr = private_dictionary_VR(tag, creator.decode("ascii").rstrip("\x00 "))
+        except KeyError:
+            return "UN"
     else:
-        length, value_start = short, position + 8
-    if vr == "SQ":
-        items, stop = _items(data, value_start, length, end, depth + 1)
-        return Element(tag, vr, position, value_start, stop, items), stop
-    if length == _UNDEFINED:
-        if tag != _PIXEL_DATA or depth or vr != "OB":
-            raise Unsupported("undefined length value")
-        stop = _fragments(data, value_start, end)
-        return Element(tag, vr, position, value_start, stop, []), stop
-    stop = value_start + length
-    if stop > end:
-        raise Unsupported("cut short")
-    return Element(tag, vr, position, value_start, stop), stop
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            if element == 0:
+                return "UL"
+            raise Unsupported("element not in the dictionary") from None
+    if vr == "US or SS" and pixel_representation is not None:
+        return "US" if pixel_representation == 0 else "SS"
+    if vr == "OB or OW" and tag == _PIXEL_DATA:
+        return "OW"
+    if vr not in _VRS:
+        raise Unsupported("ambiguous VR")
+    return vr
 
 
-def _elements(data: bytes, position: int, end: int, depth: int, top: bool = False
-              ) -> list[Element]:
-    """Parse elements from ``position`` to ``end`` (ascending tags, none repeated)."""
-    if depth > MAX_DEPTH:
-        raise Unsupported("nested too deep")
-    found: list[Element] = []
-    previous = -1
-    while position < end:
-        element, position = _element(data, position, end, depth)
-        if element.tag <= previous or (top and element.tag >> 16 == 2):
-            raise Unsupported("elements out of order")
-        previous = element.tag
-        found.append(element)
-    return found
+class _Parser:
+    """Parses the elements of one file (explicit or implicit VR, little endian)."""
 
+    def __init__(self, data: bytes, implicit: bool) -> None:
+        self.data, self.implicit = data, implicit
 
-def _items(data: bytes, position: int, length: int, end: int, depth: int
-           ) -> tuple[list[list[Element]], int]:
-    """Parse a sequence's items; return them and the end of the sequence."""
-    limit = end if length == _UNDEFINED else position + length
-    if limit > end:
-        raise Unsupported("cut short")
-    items: list[list[Element]] = []
-    while True:
-        if position == limit and length != _UNDEFINED:
-            return items, position
-        if position + 8 > limit:
+    def element(self, position: int, end: int, depth: int, creators: dict[int, bytes],
+                pixel_representation: int | None = None) -> tuple[Element, int]:
+        """Parse the element at ``position``; return it and where the next one starts."""
+        data = self.data
+        if position + 8 > end:
             raise Unsupported("cut short")
-        group, number, item_length = _TAG_LENGTH.unpack_from(data, position)
-        tag = group << 16 | number
-        position += 8
-        if tag == _SEQUENCE_END and length == _UNDEFINED:
-            return items, position
-        if tag != _ITEM:
-            raise Unsupported("not an item")
-        if item_length == _UNDEFINED:
-            item_end = _find_item_end(data, position, limit, depth)
-            items.append(_elements(data, position, item_end, depth))
-            position = item_end + 8
+        if self.implicit:
+            group, number, length = _TAG_LENGTH.unpack_from(data, position)
+            tag = group << 16 | number
+            if group == 0xFFFE:
+                raise Unsupported("delimiter out of place")
+            vr = implicit_vr(tag, creators, pixel_representation if not depth else None)
+            value_start = position + 8
         else:
-            if position + item_length > limit:
+            group, number, vr_bytes, short = _HEADER.unpack_from(data, position)
+            tag = group << 16 | number
+            if group == 0xFFFE:
+                raise Unsupported("delimiter out of place")
+            vr = vr_bytes.decode("latin-1")
+            if vr not in _VRS:
+                raise Unsupported("VR")
+            if vr in _LONG_VRS:
+                if position + 12 > end:
+                    raise Unsupported("cut short")
+                (length,) = _LONG_LENGTH.unpack_from(data, position + 8)
+                value_start = position + 12
+            else:
+                length, value_start = short, position + 8
+        if vr == "SQ":
+            items, stop = self.items(value_start, length, end, depth + 1)
+            return Element(tag, vr, position, value_start, stop, items), stop
+        if length == _UNDEFINED:
+            if tag != _PIXEL_DATA or depth or vr != "OB" or self.implicit:
+                raise Unsupported("undefined length value")
+            stop = _fragments(data, value_start, end)
+            return Element(tag, vr, position, value_start, stop, []), stop
+        stop = value_start + length
+        if stop > end:
+            raise Unsupported("cut short")
+        return Element(tag, vr, position, value_start, stop), stop
+
+    def elements(self, position: int, end: int, depth: int, top: bool = False,
+                 delimited: bool = False) -> tuple[list[Element], int]:
+        """Parse elements up to ``end`` (or an item delimiter when ``delimited``).
+
+        Tags must ascend, none repeated. Returns the elements and where parsing stopped
+        (after the delimiter, when delimited).
+        """
+        if depth > MAX_DEPTH:
+            raise Unsupported("nested too deep")
+        found: list[Element] = []
+        creators: dict[int, bytes] = {}
+        pixel_representation: int | None = None
+        previous = -1
+        while True:
+            if delimited:
+                if position + 8 > end:
+                    raise Unsupported("cut short")
+                if _TAG_LENGTH.unpack_from(self.data, position)[:2] == (0xFFFE, 0xE00D):
+                    return found, position + 8
+            elif position >= end:
+                return found, position
+            element, position = self.element(position, end, depth, creators,
+                                             pixel_representation)
+            tag = element.tag
+            if tag <= previous or (top and tag >> 16 == 2):
+                raise Unsupported("elements out of order")
+            previous = tag
+            found.append(element)
+            if (tag >> 16) & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
+                creators[tag] = self.data[element.value_start:element.end]
+            elif tag == 0x00280103 and element.end - element.value_start == 2:
+                pixel_representation = struct.unpack_from("<H", self.data,
+                                                          element.value_start)[0]
+
+    def items(self, position: int, length: int, end: int, depth: int
+              ) -> tuple[list[list[Element]], int]:
+        """Parse a sequence's items; return them and the end of the sequence."""
+        limit = end if length == _UNDEFINED else position + length
+        if limit > end:
+            raise Unsupported("cut short")
+        items: list[list[Element]] = []
+        while True:
+            if position == limit and length != _UNDEFINED:
+                return items, position
+            if position + 8 > limit:
                 raise Unsupported("cut short")
-            items.append(_elements(data, position, position + item_length, depth))
-            position += item_length
+            group, number, item_length = _TAG_LENGTH.unpack_from(self.data, position)
+            tag = group << 16 | number
+            position += 8
+            if tag == _SEQUENCE_END and length == _UNDEFINED:
+                return items, position
+            if tag != _ITEM:
+                raise Unsupported("not an item")
+            if item_length == _UNDEFINED:
+                item, position = self.elements(position, limit, depth, delimited=True)
+            else:
+                if position + item_length > limit:
+                    raise Unsupported("cut short")
+                item, _ = self.elements(position, position + item_length, depth)
+                position += item_length
+            items.append(item)
 
 
 def _fragments(data: bytes, position: int, end: int) -> int:
@@ -245,16 +321,6 @@ def _fragments(data: bytes, position: int, end: int) -> int:
             raise Unsupported("cut short")
 
 
-def _find_item_end(data: bytes, position: int, limit: int, depth: int) -> int:
-    """Offset of the item delimiter that closes an undefined-length item."""
-    while True:
-        if position + 8 > limit:
-            raise Unsupported("cut short")
-        if _TAG_LENGTH.unpack_from(data, position)[:2] == (0xFFFE, 0xE00D):
-            return position
-        _, position = _element(data, position, limit, depth)
-
-
 def strings(value: bytes, vr: str) -> list[str]:
     """The string values of ``value`` as :func:`pipeline.values.element_strings` reads them.
 
@@ -274,7 +340,9 @@ def strings(value: bytes, vr: str) -> list[str]:
     return [part.strip(" ") for part in text.split("\\")]
 
 
-def _header(tag: int, vr: str, length: int) -> bytes:
+def _header(tag: int, vr: str, length: int, implicit: bool) -> bytes:
+    if implicit:
+        return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, length)
     if vr in _LONG_VRS:
         return struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, vr.encode(), length)
     if length > 0xFFFF:
@@ -282,9 +350,9 @@ def _header(tag: int, vr: str, length: int) -> bytes:
     return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), length)
 
 
-def encode_element(tag: int, vr: str, value: bytes) -> bytes:
-    """One element, Explicit VR Little Endian, with an even-length ``value``."""
-    return _header(tag, vr, len(value)) + value
+def encode_element(tag: int, vr: str, value: bytes, implicit: bool = False) -> bytes:
+    """One element, Explicit (or Implicit) VR Little Endian, with an even-length ``value``."""
+    return _header(tag, vr, len(value), implicit) + value
 
 
 def encode_strings(values: list[str] | str | None, vr: str) -> bytes:
@@ -319,9 +387,9 @@ def encode_numbers(value: object, vr: str) -> bytes:
     return struct.pack("<" + fmt, value)
 
 
-def encode_sequence(tag: int, items: list[bytes]) -> bytes:
+def encode_sequence(tag: int, items: list[bytes], implicit: bool = False) -> bytes:
     """A sequence of already encoded items' contents (undefined lengths, delimited)."""
-    parts = [struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, b"SQ", _UNDEFINED)]
+    parts = [_header(tag, "SQ", _UNDEFINED, implicit)]
     for item in items:
         parts.append(struct.pack("<HHI", 0xFFFE, 0xE000, _UNDEFINED))
         parts.append(item)

@@ -9,6 +9,7 @@ never accept a file that the general path's reader refuses.
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from pathlib import Path
@@ -39,7 +40,10 @@ FAST_CONFIGS = [c for c in CONFIGS if c[0] != "clinical-trial"]
 _FAST_IDS = [i for c, i in zip(CONFIGS, _IDS, strict=True) if c[0] != "clinical-trial"]
 
 
-def _bytes(ds: Dataset) -> bytes:
+def _bytes(ds: Dataset, implicit: bool = False) -> bytes:
+    if implicit:
+        ds = copy.deepcopy(ds)
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -143,10 +147,10 @@ def test_real_files_agree_or_take_the_general_path(tmp_path, name, options):
 @pytest.mark.parametrize(("name", "options"), FAST_CONFIGS, ids=_FAST_IDS)
 @settings(max_examples=15, deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(ds=datasets())
-def test_generated_datasets_agree(tmp_path, name, options, ds):
+@given(ds=datasets(), implicit=st.booleans())
+def test_generated_datasets_agree(tmp_path, name, options, ds, implicit):
     compiled = _compile(name, options, tmp_path, set())
-    data = _bytes(ds)
+    data = _bytes(ds, implicit)
     agrees = _agrees(data, compiled)
     assert agrees is not False
     public_un = any(e.VR == "UN" and not e.tag.is_private for e in ds)
@@ -181,10 +185,28 @@ def test_encapsulated_pixel_data_is_copied_as_it_was(name, options, tmp_path):
     assert written.PixelData == pydicom.dcmread(io.BytesIO(data)).PixelData
 
 
-def _implicit() -> bytes:
+@pytest.mark.parametrize("pixel_representation", [0, 1])
+def test_implicit_vr_files_take_the_fast_path_with_identical_results(pixel_representation):
+    ds = make_ct(PixelRepresentation=pixel_representation)
+    ds.LargestImagePixelValue = 4000  # US or SS: resolved by Pixel Representation
+    ds.PixelPaddingValue = 0
+    block = ds.private_block(0x0019, "GEMS_ACQU_01", create=True)
+    block.add_new(0x08, "DS", "1.5")  # a private element pydicom's dictionary knows
+    block.add_new(0xF1, "LO", "not in any dictionary")
+    compiled = _compile("dicom-basic", ("retain-safe-private",), Path("."), set())
+    data = _bytes(ds, implicit=True)
+    assert _agrees(data, compiled) is True
+    written = pydicom.dcmread(io.BytesIO(encode(fastpath.deidentify_bytes(data, compiled, KEY))))
+    assert written.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert written.LargestImagePixelValue == 4000
+
+
+def _implicit_nested_ambiguous() -> bytes:
     ds = make_ct()
-    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    return _bytes(ds)
+    item = Dataset()
+    item.SmallestImagePixelValue = 0  # US or SS inside an item: pydicom looks up the tree
+    ds.ReferencedImageSequence = pydicom.Sequence([item])
+    return _bytes(ds, implicit=True)
 
 
 def _latin1() -> bytes:
@@ -210,10 +232,12 @@ def _no_sop_uid() -> bytes:
 
 @pytest.mark.parametrize("make", [
     lambda: _encapsulated("item-tag"), lambda: _encapsulated("item-length"),
-    lambda: _encapsulated("no-frames"), _implicit, _latin1, _short_rows, _no_sop_uid,
-    lambda: _bytes(make_ct())[:-100], lambda: b"", lambda: _bytes(make_ct())[128:]],
-    ids=["broken-fragment-tag", "broken-fragment-length", "no-frame-data", "implicit-vr",
-         "latin-1", "broken-number", "no-sop-uid", "truncated", "empty", "no-preamble"])
+    lambda: _encapsulated("no-frames"), _implicit_nested_ambiguous, _latin1, _short_rows,
+    _no_sop_uid, lambda: _bytes(make_ct())[:-100], lambda: b"",
+    lambda: _bytes(make_ct())[128:]],
+    ids=["broken-fragment-tag", "broken-fragment-length", "no-frame-data",
+         "implicit-nested-us-ss", "latin-1", "broken-number", "no-sop-uid", "truncated",
+         "empty", "no-preamble"])
 def test_what_the_fast_path_does_not_handle_goes_to_the_general_path(make):
     compiled = _compile("dicom-basic", (), Path("."), set())
     with pytest.raises(fastpath.Unsupported):
