@@ -250,15 +250,18 @@ def test_a_trial_profile_takes_the_general_path(tmp_path):
 
 
 _CT = _bytes(make_ct())
+_CT_IMPLICIT = _bytes(make_ct(), implicit=True)
 
 
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(cut=st.integers(0, len(_CT) - 1), flips=st.lists(
-    st.tuples(st.integers(132, 1500), st.integers(1, 255)), max_size=2))
-def test_damaged_files_are_never_accepted_where_the_reader_refuses_them(tmp_path, cut, flips):
-    data = bytearray(_CT[:cut] if cut > 1600 else _CT)
+@given(cut=st.integers(0, min(len(_CT), len(_CT_IMPLICIT)) - 1), flips=st.lists(
+    st.tuples(st.integers(132, 1500), st.integers(1, 255)), max_size=2), implicit=st.booleans())
+def test_damaged_files_are_never_accepted_where_the_reader_refuses_them(tmp_path, cut, flips,
+                                                                        implicit):
+    base = _CT_IMPLICIT if implicit else _CT
+    data = bytearray(base[:cut] if cut > 1600 else base)
     for offset, mask in flips:
         if offset < len(data):
             data[offset] ^= mask
