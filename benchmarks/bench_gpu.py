@@ -6,22 +6,28 @@ by :mod:`training.pixel_corpus` and held as DICOM file bytes in memory. For each
 deployments on a local Ray cluster) and each batch size B, the slices are processed in
 groups of B, the whole pixel stage of ``dicom-basic`` + ``clean-pixel-data``:
 
-* decode: ``dcmread`` from bytes and the stage's frame views (uint8 renderings);
-* transfer: host-to-device copy of the views with :func:`pipeline.accel.array_module`
-  (zero with NumPy); through Serve, the calls' wall time minus the replicas' own
-  inference time (serialisation, object store, queueing);
+* decode: ``dcmread`` from bytes and pydicom's decoding of every frame (host);
+* transfer: the host-to-device copy of each decoded frame and the device-to-host copy
+  of each view the detector reads, on the array module of ``--device``
+  (:func:`pipeline.accel.array_module`; near zero with NumPy, where nothing is copied);
+* preprocess: rendering the views the stage detects on (``stage.DETECT_VIEWS``:
+  rescale, window, stretch, inversion, upscaling) on that module;
 * detect: the views of the B slices in one batched call (in process:
   :func:`serving.engines.detect_many`; Serve: B concurrent requests, batched by
   ``@serve.batch``);
 * recognise, tag, redact: :func:`pipeline.pixel.stage.clean_pixels` per slice with
   the batched detections (in process: one slice after another; Serve: the B slices in
-  B threads, so recognition requests batch too); tag is the PHI decision;
-* write: ``save_as`` to memory.
+  B threads, so recognition requests batch too); tag is the PHI decision; redact fills
+  the boxes on the same array module (its per-frame copies included);
+* write: ``save_as`` to memory;
+* rpc (Serve only): the calls' wall time minus the replicas' own inference time
+  (serialisation, object store, queueing).
 
 One untimed warm-up group first. Stage seconds are summed over threads (they overlap in
 Serve mode); slices/s is wall-clock. Ratios to the first (mode, batch size) of the run
 are printed, since absolute figures on a shared machine mean little. Provider and device
-of every engine are printed.
+of every engine are printed, and for each run the stage that takes the most time
+(the bottleneck) with its share.
 
 Run ``python -m benchmarks.bench_gpu [--count 32] [--batch-sizes 1,8,32]
 [--modes inprocess,serve] [--device auto] [--threads N]``.
@@ -30,6 +36,7 @@ Run ``python -m benchmarks.bench_gpu [--count 32] [--batch-sizes 1,8,32]
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import logging
 import os
@@ -48,7 +55,8 @@ from training.pixel_corpus import make_sample
 
 __all__ = ["main"]
 
-STAGES = ("decode", "transfer", "detect", "recognise", "tag", "redact", "write")
+STAGES = ("decode", "transfer", "preprocess", "detect", "recognise", "tag", "redact", "write",
+          "rpc")
 
 
 class Clock:
@@ -113,26 +121,21 @@ class Runner:
                                    batch_wait_timeout_s=0.002)
         self.detector: Any = None
         self.recognizer: Any = None
+        from pipeline import accel
+
+        self.xp = accel.array_module(device)
 
     def process(self, blobs: list[bytes], pool: ThreadPoolExecutor | None) -> int:
         """De-identify the pixels of one group; return the number of slices."""
-        from pipeline import accel
         from pipeline.pixel import stage
         from pipeline.text import HeaderContext
 
         clock = self.clock
         start = time.perf_counter()
         datasets = [pydicom.dcmread(io.BytesIO(blob)) for blob in blobs]
-        cached = {id(ds): list(stage_views(ds)) for ds in datasets}
         clock.add("decode", time.perf_counter() - start)
+        cached = {id(ds): stage_views(ds, self.xp, clock) for ds in datasets}
         images = [view.image for views in cached.values() for view in views]
-        start = time.perf_counter()
-        xp = accel.array_module(self.spec.device)
-        if xp.__name__ != "numpy":
-            for image in images:
-                xp.asarray(image)
-            xp.cuda.Stream.null.synchronize()
-        clock.add("transfer", time.perf_counter() - start)
         start = time.perf_counter()
         boxes = self._detect(images, pool)
         clock.add("detect" if self.mode == "inprocess" else "detect phase (wall)",
@@ -181,10 +184,36 @@ class Runner:
 _local = threading.local()
 
 
-def stage_views(ds: Any) -> Iterator[Any]:
-    from pipeline.pixel.frames import views
+def _sync(xp: Any) -> None:
+    """Wait for the device's queued work (CuPy); nothing to wait for with NumPy."""
+    cuda = getattr(xp, "cuda", None)
+    if cuda is not None:
+        cuda.Stream.null.synchronize()
 
-    return views(ds)
+
+def stage_views(ds: Any, xp: Any, clock: Clock) -> list[Any]:
+    """The views the stage detects on, as :func:`pipeline.pixel.frames.views` makes them,
+    with decode, transfer (both ways) and preprocess timed apart."""
+    from pipeline import accel
+    from pipeline.pixel import frames, stage
+
+    start = time.perf_counter()
+    decoded = list(frames.decoded_frames(ds))
+    clock.add("decode", time.perf_counter() - start)
+    start = time.perf_counter()
+    on_device = [(xp.asarray(frame), photometric) for frame, photometric in decoded]
+    _sync(xp)
+    clock.add("transfer", time.perf_counter() - start)
+    start = time.perf_counter()
+    rendered = [(index, frames.render(frame, photometric, ds, xp=xp, names=stage.DETECT_VIEWS))
+                for index, (frame, photometric) in enumerate(on_device)]
+    _sync(xp)
+    clock.add("preprocess", time.perf_counter() - start)
+    start = time.perf_counter()
+    out = [frames.View(frame=index, name=name, image=accel.to_host(image), scale=scale)
+           for index, views in rendered for name, image, scale in views]
+    clock.add("transfer", time.perf_counter() - start)
+    return out
 
 
 @contextmanager
@@ -201,8 +230,9 @@ class _Current:
     clock = Clock()
 
 
-def _install_hooks() -> None:
-    """Point the stage's ``views``/``decide``/``redact`` at timed, cache-aware versions."""
+def _install_hooks(xp: Any) -> None:
+    """Point the stage's ``views``/``decide``/``redact`` at timed, cache-aware versions
+    (``redact`` on the array module ``xp``)."""
     from pipeline.pixel import stage
 
     original_views, decide, redact = stage.views, stage.decide, stage.redact
@@ -220,7 +250,7 @@ def _install_hooks() -> None:
 
     stage.views = cached_views
     stage.decide = timed("tag", decide)
-    stage.redact = timed("redact", redact)
+    stage.redact = timed("redact", functools.partial(redact, xp=xp))
 
 
 def start_ray(stack: ExitStack) -> None:
@@ -285,7 +315,7 @@ def run(mode: str, batch: int, blobs: list[bytes], args: argparse.Namespace
             clock.spent["detect"] = busy["detector"]
             clock.spent["recognise"] = busy["recognizer"]
             phase = clock.spent.pop("detect phase (wall)", 0.0)
-            clock.spent["transfer"] += max(phase - busy["detector"], 0.0)
+            clock.spent["rpc"] += max(phase - busy["detector"], 0.0)
     return {"mode": mode, "batch": batch, "slices": slices, "wall": wall,
             "spent": dict(clock.spent), "providers": providers}
 
@@ -311,6 +341,16 @@ def report(results: list[dict[str, Any]]) -> None:
     print("stage columns: milliseconds per slice (summed over threads); providers: "
           + "; ".join(f"{r['mode']}/{r['batch']}: {','.join(r['providers'])}"
                       for r in results))
+    for r in results:
+        stage, share = bottleneck(r["spent"])
+        print(f"bottleneck {r['mode']}/{r['batch']}: {stage} ({share:.0%} of stage time)")
+
+
+def bottleneck(spent: dict[str, float]) -> tuple[str, float]:
+    """The stage with the most time and its share of all stage time."""
+    total = sum(spent.get(s, 0.0) for s in STAGES)
+    stage = max(STAGES, key=lambda s: spent.get(s, 0.0))
+    return stage, (spent.get(stage, 0.0) / total if total > 0 else 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     blobs = ct_corpus(args.count, args.seed)
     print(f"corpus: {len(blobs)} CT 512x512 slices (seed {args.seed}) generated in "
           f"{time.perf_counter() - start:.1f} s")
-    _install_hooks()
+    _install_hooks(accel.array_module(args.device))
     with ExitStack() as stack:
         if "serve" in args.modes.split(","):
             start_ray(stack)

@@ -45,8 +45,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -56,39 +54,32 @@ import numpy as np
 import pydicom
 
 from benchmarks import pixel_metrics as pm
+from benchmarks import pixelrun
 from benchmarks.bench_metadata import start_pixel_run
-from benchmarks.bench_pixel import _fmt, _ocr_view, veil_pixel_profile
-from training.pixel_corpus import PHI_ENTITIES, load_or_generate
+from benchmarks.pixelrun import (
+    Runner,
+    VeilRun,
+    add_corpus_arguments,
+    add_output_arguments,
+    attempt,
+    load_split,
+    print_load_average,
+    print_table,
+    reocr_rows,
+)
+from training.pixel_corpus import PHI_ENTITIES
 
-__all__ = ["main", "presidio_engine", "presidio_mask"]
+__all__ = ["PresidioRunner", "main", "presidio_engine", "presidio_mask"]
 
 CONTENDERS = ("Veil", "Presidio")
-#: Secondary, lenient reading: a PHI line with at least half its pixels redacted. The
-#: truth box is the whole rendered line, label included ("MRN: S8070937"); a redactor
-#: that fills only the PHI words (Presidio) cannot reach the 95% rule on labelled lines.
-LENIENT_THRESHOLD = 0.5
 
 
 @dataclass
-class Tally:
+class Tally(pixelrun.Tally):
     """Per-contender accumulators."""
 
-    seconds: list[float] = field(default_factory=list)
-    hits: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
-    outside: int = 0
-    area: int = 0
-    overlay_hit: int = 0
-    overlay_n: int = 0
     leak_files: set[str] = field(default_factory=set)
-    ocr_after: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-    boxes: int = 0
     changed_outside: int = 0
-    lenient: int = 0
-    coverage_sum: float = 0.0
-
-    def recall(self) -> tuple[int, int]:
-        return sum(h for h, _ in self.hits.values()), sum(n for _, n in self.hits.values())
 
 
 def presidio_engine() -> Any:
@@ -117,6 +108,27 @@ def presidio_mask(shape: tuple[int, int], boxes: list[dict[str, Any]]) -> np.nda
     return mask
 
 
+class PresidioRunner:
+    """Presidio as a benchmark runner: read, redact, write; the mask of what it filled.
+
+    ``boxes`` counts the boxes returned by the files written so far.
+    """
+
+    def __init__(self, *, fill: str = "contrast", padding_width: int = 25) -> None:
+        self.engine = presidio_engine()
+        self.fill, self.padding_width = fill, padding_width
+        self.boxes = 0
+
+    def __call__(self, path: Path, target: Path) -> np.ndarray:
+        """Redact ``path`` into ``target``; return the filled pixels."""
+        ds = pydicom.dcmread(path)
+        redacted, boxes = self.engine.redact_and_return_bbox(
+            ds, fill=self.fill, padding_width=self.padding_width, use_metadata=True)
+        redacted.save_as(target, enforce_file_format=True)
+        self.boxes += len(boxes)
+        return presidio_mask((int(ds.Rows), int(ds.Columns)), boxes)
+
+
 def _changed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     diff = before != after
     return diff.any(axis=-1) if diff.ndim == 3 else diff
@@ -124,28 +136,11 @@ def _changed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 def _score(tally: Tally, entry: dict[str, Any], mask: np.ndarray, target: Path,
            after_text: str | None) -> None:
-    truth = [tuple(line["box"]) for line in entry["lines"]]
-    for line in entry["lines"]:
-        box = tuple(line["box"])
-        if line["phi"]:
-            share = pm.coverage(box, mask)
-            tally.coverage_sum += share
-            tally.lenient += share >= LENIENT_THRESHOLD
-            tally.hits[line["entity"]][0] += pm.covered(box, mask)
-            tally.hits[line["entity"]][1] += 1
-        else:
-            tally.overlay_n += 1
-            tally.overlay_hit += pm.coverage(box, mask) >= pm.OVERLAY_THRESHOLD
-    out, size = pm.over_redaction(mask, truth)
-    tally.outside += out
-    tally.area += size
+    tally.add(entry["lines"], mask)
     if target.is_file() and pm.header_leaks(target, entry["phi_strings"]):
         tally.leak_files.add(entry["name"])
     if after_text is not None:
-        for line in entry["lines"]:
-            if line["phi"]:
-                tally.ocr_after += pm.readable(line["value"], after_text,
-                                               any_word=line["entity"] == "NAME")
+        tally.ocr_after += pm.readable_count(entry["lines"], after_text)
 
 
 def _version(name: str) -> str:
@@ -158,34 +153,22 @@ def _version(name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--split", default="test", help="train, validation, test or all")
-    parser.add_argument("--corpus", type=Path, default=None,
-                        help="corpus directory (default $TMPDIR/veil-pixel-<count>-<seed>)")
-    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    add_corpus_arguments(parser)
+    add_output_arguments(parser)
     parser.add_argument("--padding-width", type=int, default=25,
                         help="Presidio's OCR padding (its default, 25)")
     parser.add_argument("--fill", default="contrast",
                         help="Presidio's box fill: contrast (its default) or background")
-    parser.add_argument("--no-tesseract", action="store_true")
     args = parser.parse_args(argv)
 
     os.environ["OMP_THREAD_LIMIT"] = "1"
-    from pipeline.engine import deidentify
-    from pipeline.keys import Keyring
-    from pipeline.pixel.ppocr import PPOCRDetector, PPOCRRecognizer
-    from pipeline.pixel.stage import PixelEngines
-
-    root = args.corpus or Path(tempfile.gettempdir()) / f"veil-pixel-{args.count}-{args.seed}"
-    manifest = load_or_generate(root, args.count, args.seed)
-    files = [f for f in manifest["files"] if args.split in ("all", f["split"])]
+    root, manifest, files = load_split(args)
     out_base = args.out or root.with_name(root.name + "-vs-presidio")
     out_dirs = {name: out_base / name.lower() for name in CONTENDERS}
     for folder in out_dirs.values():
         folder.mkdir(parents=True, exist_ok=True)
     cpu = start_pixel_run()
-    tess = pm.tesseract_available()
+    tess = not args.no_tesseract and pm.tesseract_available()
     versions = {name: _version(name) for name in (
         "presidio-image-redactor", "presidio-analyzer", "spacy", "pytesseract",
         "opencv-python")}
@@ -195,113 +178,73 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Presidio: blank spaCy 'en' pipeline (no NER), use_metadata=True, "
           f"fill={args.fill!r}, padding_width={args.padding_width}")
 
-    compiled, margin = veil_pixel_profile()
-    keyring = Keyring.generate()
-    engines = PixelEngines(PPOCRDetector(intra_op_num_threads=1),
-                           PPOCRRecognizer(intra_op_num_threads=1))
-    presidio = presidio_engine()
-
-    def run_veil(path: Path, target: Path) -> np.ndarray:
-        ds = pydicom.dcmread(path)
-        result = deidentify(ds, compiled, keyring, in_place=True, pixel_engines=engines)
-        result.dataset.save_as(target, enforce_file_format=True)
-        boxes = [pm.FindingBox(tuple(f.box), f.status, f.frame)  # type: ignore[arg-type]
-                 for f in result.pixel_findings]
-        return pm.redaction_mask((int(ds.Rows), int(ds.Columns)), boxes, margin)
-
-    def run_presidio(path: Path, target: Path) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        ds = pydicom.dcmread(path)
-        redacted, boxes = presidio.redact_and_return_bbox(
-            ds, fill=args.fill, padding_width=args.padding_width, use_metadata=True)
-        redacted.save_as(target, enforce_file_format=True)
-        return presidio_mask((int(ds.Rows), int(ds.Columns)), boxes), boxes
-
+    veil_run = VeilRun()
+    presidio = PresidioRunner(fill=args.fill, padding_width=args.padding_width)
+    runners: dict[str, Runner] = {"Veil": veil_run, "Presidio": presidio}
     warm = root / manifest["files"][0]["name"]
     with tempfile.TemporaryDirectory() as tmp:
-        run_veil(warm, Path(tmp) / "veil.dcm")
-        run_presidio(warm, Path(tmp) / "presidio.dcm")
+        for name, runner in runners.items():
+            runner(warm, Path(tmp) / f"{name.lower()}.dcm")
+    presidio.boxes = 0  # the warm-up's do not count
 
     tallies = {name: Tally() for name in CONTENDERS}
     ocr_before = ocr_phi = 0
     for entry in files:
         source = root / entry["name"]
-        shape = (entry["rows"], entry["columns"])
         original = pydicom.dcmread(source).pixel_array
-        before_text = pm.tesseract_text(_ocr_view(original)) if tess else None
+        before_text = pm.tesseract_text(pm.ocr_image(original)) if tess else None
         if before_text is not None:
-            for line in entry["lines"]:
-                if line["phi"]:
-                    ocr_phi += 1
-                    ocr_before += pm.readable(line["value"], before_text,
-                                              any_word=line["entity"] == "NAME")
+            ocr_phi += sum(line["phi"] for line in entry["lines"])
+            ocr_before += pm.readable_count(entry["lines"], before_text)
         notes = []
         for name in CONTENDERS:
             tally = tallies[name]
             target = out_dirs[name] / entry["name"]
-            target.unlink(missing_ok=True)
-            start = time.perf_counter()
-            try:
-                if name == "Veil":
-                    mask = run_veil(source, target)
-                else:
-                    mask, boxes = run_presidio(source, target)
-                    tally.boxes += len(boxes)
-            except Exception as exc:  # a crash is a result here: count it, go on
-                elapsed = time.perf_counter() - start
-                tally.failures[type(exc).__name__] += 1
-                mask = np.zeros(shape, dtype=bool)
-                notes.append(f"{name} FAILED {type(exc).__name__}: {exc}")
-                after_text = before_text
-            else:
-                elapsed = time.perf_counter() - start
+            mask, elapsed, failed = attempt(runners[name], source, target,
+                                            (entry["rows"], entry["columns"]), tally)
+            if failed is None:
                 redacted = pydicom.dcmread(target).pixel_array
                 tally.changed_outside += int((_changed(original, redacted) & ~mask).sum())
-                after_text = pm.tesseract_text(_ocr_view(redacted)) if tess else None
-            tally.seconds.append(elapsed)
+                after_text = pm.tesseract_text(pm.ocr_image(redacted)) if tess else None
+            else:
+                notes.append(f"{name} {failed}")
+                after_text = before_text
             _score(tally, entry, mask, target, after_text)
             notes.append(f"{name} {1000 * elapsed:.0f} ms")
         print(f"  {entry['name']}: " + ", ".join(notes), flush=True)
 
     veil, pres = tallies["Veil"], tallies["Presidio"]
+    both = (veil, pres)
     print("\n## Side by side\n")
-    print("| metric | Veil | Presidio |\n|---|---|---|")
-    rows: list[tuple[str, ...]] = []
     vr, pr = veil.recall(), pres.recall()
-    rows.append((f"PHI box recall (>= {pm.COVER_THRESHOLD:.0%} of pixels redacted)",
-                 _fmt(*vr), _fmt(*pr)))
-    for entity in PHI_ENTITIES:
-        rows.append((f"recall {entity}", _fmt(*veil.hits.get(entity, [0, 0])),
-                     _fmt(*pres.hits.get(entity, [0, 0]))))
-    rows.append((f"PHI lines >= {LENIENT_THRESHOLD:.0%} redacted (lenient, secondary)",
-                 _fmt(veil.lenient, vr[1]), _fmt(pres.lenient, pr[1])))
+    rows: list[tuple[str, list[str]]] = [
+        (f"PHI box recall (>= {pm.COVER_THRESHOLD:.0%} of pixels redacted)",
+         [pm.fmt(*vr), pm.fmt(*pr)])]
+    rows += [(f"recall {entity}", [t.entity_cell(entity) for t in both])
+             for entity in PHI_ENTITIES]
+    rows.append((f"PHI lines >= {pm.LENIENT_THRESHOLD:.0%} redacted (lenient, secondary)",
+                 [pm.fmt(veil.lenient, vr[1]), pm.fmt(pres.lenient, pr[1])]))
     rows.append(("mean share of a PHI line's pixels redacted",
-                 *(f"{t.coverage_sum / max(t.recall()[1], 1):.3f}" for t in (veil, pres))))
+                 [t.mean_coverage() for t in both]))
     rows.append(("over-redaction (outside every text box / image area)",
-                 *(f"{100 * t.outside / max(t.area, 1):.3f}% ({t.outside}/{t.area} px)"
-                   for t in (veil, pres))))
+                 [t.over_redaction_cell() for t in both]))
     rows.append((f"overlays falsely redacted (>= {pm.OVERLAY_THRESHOLD:.0%} of pixels)",
-                 *(_fmt(t.overlay_hit, t.overlay_n) for t in (veil, pres))))
+                 [pm.fmt(t.nonphi_hit, t.nonphi_n) for t in both]))
     if tess:
-        rows.append(("PHI lines Tesseract reads in the original (positive control)",
-                     _fmt(ocr_before, ocr_phi), _fmt(ocr_before, ocr_phi)))
-        rows.append(("PHI lines Tesseract still reads after redaction (leak rate)",
-                     *(_fmt(t.ocr_after, ocr_phi) for t in (veil, pres))))
+        rows += reocr_rows(ocr_before, [t.ocr_after for t in both], ocr_phi)
     else:
-        rows.append(("Tesseract re-OCR leak rate", "not measured", "not measured"))
+        rows.append(("Tesseract re-OCR leak rate", ["not measured"] * 2))
     rows.append(("files with header PHI leaks",
-                 f"{len(veil.leak_files)}/{len(files)}",
-                 f"{len(pres.leak_files)}/{len(files)} (header not de-identified)"))
+                 [f"{len(veil.leak_files)}/{len(files)}",
+                  f"{len(pres.leak_files)}/{len(files)} (header not de-identified)"]))
     rows.append(("seconds per file (mean, one core, read + redact + write)",
-                 *(f"{statistics.mean(t.seconds):.3f}" if t.seconds else "n/a"
-                   for t in (veil, pres))))
+                 [f"{statistics.mean(t.seconds):.3f}" if t.seconds else "n/a" for t in both]))
     rows.append(("failures (files)",
-                 *(", ".join(f"{k} x{v}" for k, v in t.failures.items()) or "0"
-                   for t in (veil, pres))))
+                 [t.failures_cell() for t in both]))
     rows.append(("pixels changed outside the scored redacted area",
-                 str(veil.changed_outside), str(pres.changed_outside)))
-    for label, a, b in rows:  # every row has three cells
-        print(f"| {label} | {a} | {b} |")
-    print(f"\nPresidio boxes returned: {pres.boxes}")
+                 [str(veil.changed_outside), str(pres.changed_outside)]))
+    print_table(CONTENDERS, rows)
+    print(f"\nPresidio boxes returned: {presidio.boxes}")
     print("\n## Ratios\n")
     if vr[1] and pr[0]:
         print(f"recall Veil / Presidio: {(vr[0] / vr[1]) / (pr[0] / pr[1]):.2f}x")
@@ -310,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if veil.seconds and pres.seconds:
         ratio = statistics.mean(pres.seconds) / statistics.mean(veil.seconds)
         print(f"time Presidio / Veil: {ratio:.2f}x")
-    print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print_load_average()
     return 0
 
 

@@ -39,25 +39,30 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
-from PIL import Image
 
 from benchmarks import pixel_metrics as pm
+from benchmarks import pixelrun
 from benchmarks.bench_metadata import start_pixel_run
-from benchmarks.bench_pixel import _fmt, veil_pixel_profile
+from benchmarks.pixelrun import (
+    Runner,
+    VeilRun,
+    add_output_arguments,
+    attempt,
+    print_load_average,
+    print_table,
+    reocr_rows,
+)
 
 __all__ = ["GROUND_TRUTH", "load_ground_truth", "locate", "main", "render_frame0"]
 
 GROUND_TRUTH = Path(__file__).parent / "real_samples" / "ground_truth.json"
 PACKAGES = {"pydicom-data": "data_store", "deid-data": "deid_data"}
-LENIENT_THRESHOLD = 0.5
 ENTITIES = ("NAME", "ID", "DATE", "INSTITUTION", "LOCATION")
 
 
@@ -113,63 +118,27 @@ def render_frame0(ds: pydicom.Dataset) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _ocr_image(image: np.ndarray) -> np.ndarray:
-    """Enlarged x2 when small, as ``bench_pixel`` does for Tesseract."""
-    pil = Image.fromarray(image)
-    if min(pil.size) < 600:
-        pil = pil.resize((pil.width * 2, pil.height * 2), Image.Resampling.LANCZOS)
-    return np.asarray(pil)
-
-
 def _value(line: dict[str, Any]) -> str:
     return str(line.get("value", line["text"]))
 
 
 @dataclass
-class Tally:
+class Tally(pixelrun.Tally):
     """Per-contender accumulators."""
 
-    seconds: list[float] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)
-    hits: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
-    lenient: int = 0
-    coverage_sum: float = 0.0
-    outside: int = 0
-    area: int = 0
-    nonphi_hit: int = 0
-    nonphi_n: int = 0
-    ocr_after: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
     missed: list[str] = field(default_factory=list)
     false_hits: list[str] = field(default_factory=list)
-
-    def recall(self) -> tuple[int, int]:
-        return sum(h for h, _ in self.hits.values()), sum(n for _, n in self.hits.values())
 
 
 def _score(tally: Tally, entry: dict[str, Any], mask: np.ndarray) -> None:
     name = Path(entry["path"]).name
-    truth = [tuple(line["box"]) for line in entry["lines"]]
-    for line in entry["lines"]:
-        box = tuple(line["box"])
-        share = pm.coverage(box, mask)
-        if line["phi"]:
-            tally.coverage_sum += share
-            tally.lenient += share >= LENIENT_THRESHOLD
-            hit = share >= pm.COVER_THRESHOLD
-            tally.hits[line["entity"]][0] += hit
-            tally.hits[line["entity"]][1] += 1
-            if not hit:
-                tally.missed.append(f"{name}: {line['text']!r} ({line['entity']}, "
-                                    f"{share:.0%} covered)")
-        else:
-            tally.nonphi_n += 1
-            if share >= pm.OVERLAY_THRESHOLD:
-                tally.nonphi_hit += 1
-                tally.false_hits.append(f"{name}: {line['text']!r} ({line['entity']})")
-    out, size = pm.over_redaction(mask, truth)
-    tally.outside += out
-    tally.area += size
+    for line, share in zip(entry["lines"], tally.add(entry["lines"], mask), strict=True):
+        if line["phi"] and share < pm.COVER_THRESHOLD:
+            tally.missed.append(f"{name}: {line['text']!r} ({line['entity']}, "
+                                f"{share:.0%} covered)")
+        elif not line["phi"] and share >= pm.OVERLAY_THRESHOLD:
+            tally.false_hits.append(f"{name}: {line['text']!r} ({line['entity']})")
 
 
 def _ocr_lines(entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -177,26 +146,16 @@ def _ocr_lines(entry: dict[str, Any]) -> list[dict[str, Any]]:
             if line["phi"] and len(pm.squash(_value(line))) >= 3]
 
 
-def _readable(line: dict[str, Any], text: str) -> bool:
-    return pm.readable(_value(line), text, any_word=line["entity"] == "NAME")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ground-truth", type=Path, default=GROUND_TRUTH)
-    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    add_output_arguments(parser)
     parser.add_argument("--presidio", action="store_true",
                         help="also run Presidio's DicomImageRedactorEngine (bench only)")
-    parser.add_argument("--no-tesseract", action="store_true")
     args = parser.parse_args(argv)
 
     os.environ["OMP_THREAD_LIMIT"] = "1"
-    from pipeline.engine import deidentify
-    from pipeline.keys import Keyring
-    from pipeline.pixel.ppocr import PPOCRDetector, PPOCRRecognizer
-    from pipeline.pixel.stage import PixelEngines
-
     doc = load_ground_truth(args.ground_truth)
     try:
         sources = [(entry, locate(entry)) for entry in doc["files"]]
@@ -215,32 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pinned to CPU {cpu}, OMP_THREAD_LIMIT=1; {len(sources)} files, {n_lines} "
           f"transcribed lines ({n_phi} PHI) from {args.ground_truth}")
 
-    compiled, margin = veil_pixel_profile()
-    keyring = Keyring.generate()
-    engines = PixelEngines(PPOCRDetector(intra_op_num_threads=1),
-                           PPOCRRecognizer(intra_op_num_threads=1))
-    presidio: Any = None
+    runners: dict[str, Runner] = {"Veil": VeilRun()}
     if args.presidio:
-        from benchmarks.bench_presidio import presidio_engine
-        presidio = presidio_engine()
+        from benchmarks.bench_presidio import PresidioRunner
+        runners["Presidio"] = PresidioRunner()
 
-    def run_veil(path: Path, target: Path) -> np.ndarray:
-        ds = pydicom.dcmread(path)
-        result = deidentify(ds, compiled, keyring, in_place=True, pixel_engines=engines)
-        result.dataset.save_as(target, enforce_file_format=True)
-        boxes = [pm.FindingBox(tuple(f.box), f.status, f.frame)  # type: ignore[arg-type]
-                 for f in result.pixel_findings]
-        return pm.redaction_mask((int(ds.Rows), int(ds.Columns)), boxes, margin, frame=0)
-
-    def run_presidio(path: Path, target: Path) -> np.ndarray:
-        from benchmarks.bench_presidio import presidio_mask
-        ds = pydicom.dcmread(path)
-        redacted, boxes = presidio.redact_and_return_bbox(
-            ds, fill="contrast", padding_width=25, use_metadata=True)
-        redacted.save_as(target, enforce_file_format=True)
-        return presidio_mask((int(ds.Rows), int(ds.Columns)), boxes)
-
-    runners = {"Veil": run_veil, "Presidio": run_presidio}
     with tempfile.TemporaryDirectory() as tmp:
         warm = min(sources, key=lambda s: s[0]["frames"])[1]
         for name in contenders:
@@ -253,64 +191,45 @@ def main(argv: list[str] | None = None) -> int:
     ocr_before = ocr_n = 0
     for entry, source in sources:
         shape = (entry["rows"], entry["columns"])
-        before_text = (pm.tesseract_text(_ocr_image(render_frame0(pydicom.dcmread(source))))
+        before_text = (pm.tesseract_text(pm.ocr_image(render_frame0(pydicom.dcmread(source))))
                        if tess else None)
         if before_text is not None:
-            for line in _ocr_lines(entry):
-                ocr_n += 1
-                ocr_before += _readable(line, before_text)
+            ocr_n += len(_ocr_lines(entry))
+            ocr_before += pm.readable_count(_ocr_lines(entry), before_text)
         notes = []
         for name in contenders:
             tally = tallies[name]
             target = out_dirs[name] / Path(entry["path"]).name
-            target.unlink(missing_ok=True)
-            start = time.perf_counter()
-            try:
-                mask = runners[name](source, target)
-            except Exception as exc:  # a crash is a result here: count it, go on
-                elapsed = time.perf_counter() - start
-                tally.failures[type(exc).__name__] += 1
-                mask = np.zeros(shape, dtype=bool)
-                notes.append(f"{name} FAILED {type(exc).__name__}: {exc}")
-                after_text = before_text
-            else:
-                elapsed = time.perf_counter() - start
-                after_text = (pm.tesseract_text(_ocr_image(render_frame0(
+            mask, elapsed, failed = attempt(runners[name], source, target, shape, tally)
+            if failed is None:
+                after_text = (pm.tesseract_text(pm.ocr_image(render_frame0(
                     pydicom.dcmread(target)))) if tess else None)
-            tally.seconds.append(elapsed)
+            else:
+                notes.append(f"{name} {failed}")
+                after_text = before_text
             tally.frames.append(int(entry["frames"]))
             _score(tally, entry, mask)
             if after_text is not None:
-                tally.ocr_after += sum(_readable(line, after_text)
-                                       for line in _ocr_lines(entry))
+                tally.ocr_after += pm.readable_count(_ocr_lines(entry), after_text)
             notes.append(f"{name} {elapsed:.2f} s")
         print(f"  {entry['package']}:{entry['path']} ({entry['frames']} frame(s)): "
               + ", ".join(notes), flush=True)
 
     print("\n## Real burned-in samples\n")
-    print("| metric | " + " | ".join(contenders) + " |")
-    print("|---|" + "---|" * len(contenders))
-    rows: list[tuple[str, list[str]]] = []
     ts = [tallies[name] for name in contenders]
-    rows.append((f"PHI box recall (>= {pm.COVER_THRESHOLD:.0%} of a line's pixels redacted)",
-                 [_fmt(*t.recall()) for t in ts]))
-    for entity in ENTITIES:
-        if any(entity in t.hits for t in ts):
-            rows.append((f"recall {entity}", [_fmt(*t.hits.get(entity, [0, 0])) for t in ts]))
-    rows.append((f"PHI lines >= {LENIENT_THRESHOLD:.0%} redacted (lenient)",
-                 [_fmt(t.lenient, t.recall()[1]) for t in ts]))
-    rows.append(("mean share of a PHI line's pixels redacted",
-                 [f"{t.coverage_sum / max(t.recall()[1], 1):.3f}" for t in ts]))
+    rows = [(f"PHI box recall (>= {pm.COVER_THRESHOLD:.0%} of a line's pixels redacted)",
+             [pm.fmt(*t.recall()) for t in ts])]
+    rows += [(f"recall {entity}", [t.entity_cell(entity) for t in ts])
+             for entity in ENTITIES if any(entity in t.hits for t in ts)]
+    rows.append((f"PHI lines >= {pm.LENIENT_THRESHOLD:.0%} redacted (lenient)",
+                 [pm.fmt(t.lenient, t.recall()[1]) for t in ts]))
+    rows.append(("mean share of a PHI line's pixels redacted", [t.mean_coverage() for t in ts]))
     rows.append(("over-redaction (outside every text box / frame-0 area)",
-                 [f"{100 * t.outside / max(t.area, 1):.3f}% ({t.outside}/{t.area} px)"
-                  for t in ts]))
+                 [t.over_redaction_cell() for t in ts]))
     rows.append((f"non-PHI lines falsely redacted (>= {pm.OVERLAY_THRESHOLD:.0%} of pixels)",
-                 [_fmt(t.nonphi_hit, t.nonphi_n) for t in ts]))
+                 [pm.fmt(t.nonphi_hit, t.nonphi_n) for t in ts]))
     if tess:
-        rows.append(("PHI values Tesseract reads in the original (positive control)",
-                     [_fmt(ocr_before, ocr_n) for _ in ts]))
-        rows.append(("PHI values Tesseract still reads after redaction (leak rate)",
-                     [_fmt(t.ocr_after, ocr_n) for t in ts]))
+        rows += reocr_rows(ocr_before, [t.ocr_after for t in ts], ocr_n, "values")
     else:
         rows.append(("Tesseract re-OCR leak rate", ["not measured" for _ in ts]))
     rows.append(("seconds per file (mean, one core, read + de-identify + write)",
@@ -320,15 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("seconds per frame (all seconds / all frames)",
                  [f"{sum(t.seconds) / max(sum(t.frames), 1):.2f}" for t in ts]))
     rows.append(("failures (files)",
-                 [", ".join(f"{k} x{v}" for k, v in t.failures.items()) or "0" for t in ts]))
-    for label, cells in rows:
-        print(f"| {label} | " + " | ".join(cells) + " |")
+                 [t.failures_cell() for t in ts]))
+    print_table(contenders, rows)
     for name, tally in tallies.items():
         for item in tally.missed:
             print(f"{name} missed PHI: {item}")
         for item in tally.false_hits:
             print(f"{name} redacted non-PHI: {item}")
-    print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print_load_average()
     return 0
 
 

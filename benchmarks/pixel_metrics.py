@@ -14,6 +14,9 @@
   value counts as still readable when its letters and digits (case-insensitive,
   separators ignored) appear in what Tesseract read. Run on the original frame too, as
   the positive control: Tesseract cannot read every rendered line to begin with.
+
+:class:`LineScore` accumulates the line figures of one contender over many images, the
+same way in every pixel benchmark.
 """
 
 from __future__ import annotations
@@ -23,22 +26,31 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 __all__ = [
     "COVER_THRESHOLD",
+    "LENIENT_THRESHOLD",
+    "OVERLAY_THRESHOLD",
     "Box",
+    "FindingBox",
+    "LineScore",
     "coverage",
     "covered",
+    "finding_boxes",
+    "fmt",
     "header_bytes",
     "header_leaks",
+    "ocr_image",
     "over_redaction",
     "readable",
+    "readable_count",
     "redaction_mask",
     "squash",
     "tesseract_available",
@@ -51,6 +63,10 @@ Box = tuple[int, int, int, int]
 COVER_THRESHOLD = 0.95
 #: Share of an overlay's pixels that, once redacted, make it a false redaction.
 OVERLAY_THRESHOLD = 0.5
+#: Secondary, lenient reading: a PHI line with at least half its pixels redacted. The
+#: truth box is the whole rendered line, label included ("MRN: S8070937"); a redactor
+#: that fills only the PHI words (Presidio) cannot reach the 95% rule on labelled lines.
+LENIENT_THRESHOLD = 0.5
 REDACTED_STATUSES = frozenset({"cleared", "pending-review"})
 _PIXEL_TAGS = (b"\xe0\x7f\x10\x00OW", b"\xe0\x7f\x10\x00OB")
 _NON_ALNUM = re.compile(r"[^0-9A-Z]")
@@ -63,6 +79,11 @@ class FindingBox:
     box: Box
     status: str
     frame: int = 0
+
+
+def finding_boxes(findings: Iterable[Any]) -> list[FindingBox]:
+    """The part the metrics need of Veil's pixel findings (``PixelFinding``)."""
+    return [FindingBox(tuple(f.box), f.status, f.frame) for f in findings]
 
 
 def redaction_mask(shape: tuple[int, int], findings: Iterable[FindingBox],
@@ -164,3 +185,79 @@ def tesseract_text(image: np.ndarray, timeout: float = 60.0) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"tesseract failed with exit status {done.returncode}")
     return done.stdout.decode("utf-8", "replace")
+
+
+def readable_count(lines: Iterable[Mapping[str, Any]], ocr_text: str) -> int:
+    """How many PHI ``lines`` can be read in ``ocr_text`` (names: any word, see readable).
+
+    A line's value is its ``value`` (the rendered PHI), else its ``text``.
+    """
+    return sum(readable(str(line["value"] if "value" in line else line["text"]), ocr_text,
+                        any_word=line["entity"] == "NAME")
+               for line in lines if line["phi"])
+
+
+def ocr_image(image: np.ndarray) -> np.ndarray:
+    """uint8 rendering for Tesseract: greyscale to full range, enlarged x2 when small."""
+    if image.ndim == 2:
+        values = image.astype(np.float64)
+        low, high = float(values.min()), float(values.max())
+        image = np.rint((values - low) / max(high - low, 1.0) * 255.0).astype(np.uint8)
+    pil = Image.fromarray(image.astype(np.uint8))
+    if min(pil.size) < 600:
+        pil = pil.resize((pil.width * 2, pil.height * 2), Image.Resampling.LANCZOS)
+    return np.asarray(pil)
+
+
+def fmt(num: int, den: int) -> str:
+    """A share as a table cell: ``0.940 (47/50)``, or ``n/a (0)`` with nothing to count."""
+    return f"{num / den:.3f} ({num}/{den})" if den else "n/a (0)"
+
+
+@dataclass
+class LineScore:
+    """Line figures of one contender, accumulated over images (see the module notes)."""
+
+    hits: dict[str, list[int]] = field(default_factory=dict)
+    lenient: int = 0
+    coverage_sum: float = 0.0
+    nonphi_hit: int = 0
+    nonphi_n: int = 0
+    outside: int = 0
+    area: int = 0
+
+    def add(self, lines: Sequence[Mapping[str, Any]], mask: np.ndarray) -> list[float]:
+        """Score one image's redacted ``mask`` against its truth lines; return each share."""
+        shares = []
+        for line in lines:
+            share = coverage(tuple(line["box"]), mask)
+            shares.append(share)
+            if line["phi"]:
+                self.coverage_sum += share
+                self.lenient += share >= LENIENT_THRESHOLD
+                cell = self.hits.setdefault(line["entity"], [0, 0])
+                cell[0] += share >= COVER_THRESHOLD
+                cell[1] += 1
+            else:
+                self.nonphi_n += 1
+                self.nonphi_hit += share >= OVERLAY_THRESHOLD
+        out, size = over_redaction(mask, [tuple(line["box"]) for line in lines])
+        self.outside += out
+        self.area += size
+        return shares
+
+    def recall(self) -> tuple[int, int]:
+        """(covered, total) PHI lines."""
+        return sum(h for h, _ in self.hits.values()), sum(n for _, n in self.hits.values())
+
+    def entity_cell(self, entity: str) -> str:
+        """Recall of one entity as a table cell."""
+        return fmt(*self.hits.get(entity, [0, 0]))
+
+    def mean_coverage(self) -> str:
+        """Mean redacted share of a PHI line, as a table cell."""
+        return f"{self.coverage_sum / max(self.recall()[1], 1):.3f}"
+
+    def over_redaction_cell(self) -> str:
+        """Redacted area outside every truth box, as a table cell."""
+        return f"{100 * self.outside / max(self.area, 1):.3f}% ({self.outside}/{self.area} px)"

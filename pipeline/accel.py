@@ -13,7 +13,11 @@ never a quiet fall back to the CPU.
   the installed onnxruntime has it (``onnxruntime-gpu``, the ``gpu`` extra) and a device
   is present; ``CPUExecutionProvider`` otherwise.
 * Arrays: CuPy when importable and a device is present (``cupy-cuda12x``, the ``gpu``
-  extra), NumPy otherwise; :func:`to_host` brings a result back as NumPy.
+  extra), NumPy otherwise; :func:`to_host` brings a result back as NumPy. The pixel
+  views (:mod:`pipeline.pixel.frames`) and redaction (:mod:`pipeline.pixel.redact`) take
+  the module as an ``xp`` argument (:func:`pixel_module` when none is given): a decoded
+  frame is copied to the device once, and back once, as a detector view or as the
+  written pixel bytes.
 """
 
 from __future__ import annotations
@@ -139,6 +143,32 @@ def array_module(
         return importlib.import_module("cupy")
     except ImportError as exc:  # installed but broken (e.g. CUDA runtime missing)
         raise AcceleratorError("CuPy is installed but does not import") from exc
+
+
+def array_namespace(array: Any) -> ModuleType:
+    """The array module an array belongs to: ``numpy`` for NumPy arrays, else the module
+    the array names through ``__array_namespace__`` (CuPy, array-API libraries).
+
+    Raises
+    ------
+    AcceleratorError
+        When ``array`` is not an array of a known module.
+    """
+    if isinstance(array, np.ndarray | np.generic):
+        return np
+    namespace = getattr(array, "__array_namespace__", None)
+    if namespace is not None:
+        return namespace()
+    root = type(array).__module__.split(".", 1)[0]
+    if root == "cupy":  # CuPy releases without __array_namespace__
+        return importlib.import_module("cupy")
+    raise AcceleratorError(f"{type(array).__name__} is not an array of a known module")
+
+
+def pixel_module(xp: ModuleType | None = None, device: str | None = None) -> ModuleType:
+    """The array module for pixel work: ``xp`` when given, else :func:`array_module`
+    of ``device`` (``$VEIL_DEVICE``, else ``auto``), chosen now, at the call."""
+    return xp if xp is not None else array_module(device)
 
 
 def to_host(array: Any) -> np.ndarray:

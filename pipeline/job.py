@@ -364,19 +364,50 @@ def _report(
     return JobReport(job=info, files=entries)
 
 
-def models_used(compiled: CompiledProfile) -> list[ModelInfo]:
-    """The models the profile's stages load, resolved and sha256-checked (provenance).
+def models_used(
+    compiled: CompiledProfile, *, pixel_engines: PixelEngines | None = None,
+    tagger: object | None = None,
+) -> list[ModelInfo]:
+    """The models of the engines the job runs, as the engines say (provenance).
+
+    ``pixel_engines`` and ``tagger`` are the engines in use; by default those the
+    serial path uses (:func:`~pipeline.pixel.stage.engines_for` when the profile cleans
+    pixels, :func:`~pipeline.text.tagger.tagger_for` when ``text.ner`` is on: built once
+    per process, so the job's files run with these very engines).
 
     Raises
     ------
     UsageError
-        When a model the profile needs is missing or fails its check (before any file).
+        When a model the profile needs is missing or fails its check, or an engine in
+        use does not say which model it runs (before any file).
     """
-    from pipeline.registry import RegistryError, profile_models
+    from pipeline.registry import engine_refs
 
+    settings = compiled.profile.text
     try:
-        refs = profile_models(compiled.profile)
-    except RegistryError as exc:
+        used: list[tuple[str, object]] = []
+        if "clean-pixel-data" in compiled.options:
+            from pipeline.pixel.stage import engines_for
+
+            pixel = pixel_engines or engines_for(compiled.profile.pixel)
+            used += [("text detector", pixel.detector), ("text recognizer", pixel.recognizer)]
+        if tagger is None and settings is not None and settings.ner:
+            from pipeline.text.tagger import tagger_for
+
+            tagger = tagger_for(settings)
+        if tagger is not None:
+            used.append(("PHI tagger", tagger))
+    except VeilError as exc:
         raise UsageError(f"a model the profile needs is unavailable: {exc}") from exc
+    refs = []
+    for what, engine in used:
+        found = engine_refs(engine)
+        needs_model = what != "PHI tagger" or (settings is not None and settings.ner)
+        if not found and needs_model:
+            members = [type(m).__name__ for m in getattr(engine, "taggers", ())]
+            label = type(engine).__name__ + (f": {', '.join(members)}" if members else "")
+            raise UsageError(f"the {what} in use ({label}) does not say which model it "
+                             "runs: its provenance cannot be recorded")
+        refs += [r for r in found if r not in refs]
     return [ModelInfo(name=r.name, version=r.version, source=r.source, sha256=r.sha256,
                       alias=r.alias) for r in refs]

@@ -47,6 +47,8 @@ __all__ = [
     "bundle_digests",
     "configured_tracking_uri",
     "default_tracking_uri",
+    "engine_refs",
+    "folder_ref",
     "import_mlflow",
     "profile_models",
     "registered_name",
@@ -91,7 +93,8 @@ class ModelRef:
     version : str
         Registry version number, or the ``version`` of the shipped ``metadata.json``.
     source : str
-        ``registry`` or ``shipped``.
+        ``registry``, ``shipped``, or ``folder`` (a bundle loaded from a folder given by
+        path, such as a training output).
     sha256 : str
         sha256 of the model file (verified).
     alias : str or None
@@ -109,6 +112,17 @@ class ModelRef:
     def metadata(self) -> dict[str, Any]:
         """The bundle's ``metadata.json``."""
         return _read_metadata(self.path)
+
+    def to_dict(self) -> dict[str, str | None]:
+        """Plain values (for a Serve reply or a report)."""
+        return {"path": str(self.path), "name": self.name, "version": self.version,
+                "source": self.source, "sha256": self.sha256, "alias": self.alias}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelRef:
+        """The inverse of :meth:`to_dict`."""
+        return cls(Path(str(data["path"])), str(data["name"]), str(data["version"]),
+                   str(data["source"]), str(data["sha256"]), data.get("alias"))
 
 
 def state_dir() -> Path:
@@ -305,6 +319,44 @@ def resolve_bundle(
     return ModelRef(folder, name or folder.name, version, "shipped", sha)
 
 
+def folder_ref(folder: Path) -> ModelRef:
+    """A bundle given as a folder (a training output, a copy), verified like a shipped one.
+
+    Its name is the registered name of its ``metadata.json`` ``name`` (or of the folder);
+    its source is ``shipped`` when it is the shipped folder itself, else ``folder``.
+
+    Raises
+    ------
+    RegistryError
+        When the folder has no readable metadata or a file fails its sha256 check.
+    """
+    folder = Path(folder)
+    sha = verify_bundle(folder)
+    metadata = _read_metadata(folder)
+    name = str(metadata.get("name") or folder.name)
+    shipped = folder.resolve() == (MODEL_DIR / _bundle_folder(name)).resolve()
+    return ModelRef(folder, registered_name(name) or name,
+                    str(metadata.get("version", "unversioned")),
+                    "shipped" if shipped else "folder", sha)
+
+
+def engine_refs(engine: object) -> list[ModelRef]:
+    """The models an engine runs, as it says itself (its ``model_ref``).
+
+    A composite (an object with ``taggers``, such as
+    :class:`~pipeline.text.tagger.CompositeTagger`) runs the models of its members, in
+    order, without repeats; an engine with neither runs no model (a rule-based tagger) or
+    does not say which (a remote client): the caller decides whether that is an error.
+    """
+    ref = getattr(engine, "model_ref", None)
+    if isinstance(ref, ModelRef):
+        return [ref]
+    out: list[ModelRef] = []
+    for member in getattr(engine, "taggers", ()) or ():
+        out.extend(r for r in engine_refs(member) if r not in out)
+    return out
+
+
 def _from_registry(name: str, alias: str, uri: str) -> ModelRef:
     """Fetch the aliased version of ``name`` into the local cache and verify it."""
     mlflow = import_mlflow()
@@ -367,9 +419,11 @@ def _files_tag(tags: Mapping[str, str], name: str) -> dict[str, str]:
 def profile_models(
     profile: Profile, *, alias: str | None = None, tracking_uri: str | None = None
 ) -> list[ModelRef]:
-    """The models a job under ``profile`` loads, resolved (for the job report).
+    """The models a job under ``profile`` would load, resolved from the profile alone.
 
-    The pixel stage loads a detector (``pixel.detector``) and the PP-OCRv4 recognizer when
+    The job report reads them from the engines instead (:func:`engine_refs`,
+    :func:`pipeline.job.models_used`); this is for tools without engines. The pixel
+    stage loads a detector (``pixel.detector``) and the PP-OCRv4 recognizer when
     ``clean-pixel-data`` is on; the text stage loads the NER model when ``text.ner`` is on.
     """
     bundles: list[str] = []

@@ -22,6 +22,7 @@ from pipeline.errors import VeilError
 from pipeline.pixel.stage import PixelEngines, engines_for
 from pipeline.pixel.types import Recognition, TextBox
 from pipeline.profile.schema import PixelSettings, TextSettings
+from pipeline.registry import ModelRef
 from pipeline.text.context import HeaderContext
 from pipeline.text.spans import PhiSpan
 from serving.config import DEFAULT_APP
@@ -45,6 +46,7 @@ class ServeTextDetector:
                  ) -> None:
         self.handle = handle
         self.thresh, self.box_thresh, self.timeout_s = thresh, box_thresh, timeout_s
+        self.model_ref: ModelRef | None = None  # set from the deployment (provenance)
 
     def detect(self, image: np.ndarray) -> list[TextBox]:
         """Text boxes of ``image``, computed by a detector replica."""
@@ -58,6 +60,7 @@ class ServeTextRecognizer:
 
     def __init__(self, handle: Any, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.handle, self.timeout_s = handle, timeout_s
+        self.model_ref: ModelRef | None = None  # set from the deployment (provenance)
 
     def recognize(self, image: np.ndarray, boxes: list[TextBox]) -> list[Recognition]:
         """One :class:`Recognition` per box, read by a recognizer replica."""
@@ -78,6 +81,7 @@ class ServePhiTagger:
     def __init__(self, handle: Any, *, threshold: float | None = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.handle, self.threshold, self.timeout_s = handle, threshold, timeout_s
+        self.model_ref: ModelRef | None = None  # set from the deployment (provenance)
 
     def tag(self, text: str, context: HeaderContext) -> tuple[PhiSpan, ...]:
         """PHI spans of ``text`` found by an NER replica."""
@@ -138,6 +142,17 @@ def _handle(name: str, app_name: str) -> Any:
             f"Veil Serve app {app_name!r} has no {name!r} deployment") from exc
 
 
+def _with_ref(client: Any, handle: Any) -> Any:
+    """Give a client the ``model_ref`` of the model its deployment serves (provenance)."""
+    stats = handle.stats.remote().result(timeout_s=DEFAULT_TIMEOUT_S)
+    refs = [ModelRef.from_dict(ref) for ref in stats.get("model_ref") or ()]
+    if len(refs) != 1:
+        raise ServeUnavailableError(f"the {stats.get('kind')!r} deployment does not say "
+                                    "which model it serves")
+    client.model_ref = refs[0]
+    return client
+
+
 def _check_detector(settings: PixelSettings, app_name: str) -> None:
     """The deployed detector must be the one the profile asks for."""
     wanted = settings.detector or "ppocr-v4"
@@ -172,10 +187,11 @@ def resolve_engines(settings: PixelSettings, *, mode: Mode = "auto",
     if not _running(app_name, mode):
         return engines_for(settings)
     _check_detector(settings, app_name)
+    detector, recognizer = _handle("detector", app_name), _handle("recognizer", app_name)
     return PixelEngines(
-        ServeTextDetector(_handle("detector", app_name), thresh=settings.det_threshold,
-                          box_thresh=settings.box_threshold),
-        ServeTextRecognizer(_handle("recognizer", app_name)),
+        _with_ref(ServeTextDetector(detector, thresh=settings.det_threshold,
+                                    box_thresh=settings.box_threshold), detector),
+        _with_ref(ServeTextRecognizer(recognizer), recognizer),
     )
 
 
@@ -192,7 +208,8 @@ def resolve_ner(settings: TextSettings, *, mode: Mode = "auto",
     if not settings.ner:
         return None
     if _running(app_name, mode):
-        return ServePhiTagger(_handle("ner", app_name), threshold=settings.ner_threshold)
+        handle = _handle("ner", app_name)
+        return _with_ref(ServePhiTagger(handle, threshold=settings.ner_threshold), handle)
     from pipeline.text.ner import NerTagger
 
     if settings.ner_threshold is None:

@@ -28,6 +28,7 @@ from ray.serve.handle import DeploymentHandle
 from pipeline import accel
 from pipeline.errors import VeilError
 from pipeline.pixel.types import Recognition, TextBox
+from pipeline.registry import engine_refs
 from pipeline.text.spans import PhiSpan
 from serving import engines
 from serving.config import DeploymentSpec, ServingConfig
@@ -81,6 +82,7 @@ class _Server:
         return {
             "kind": self.kind,
             "model": self.spec.model.model_dump(),
+            "model_ref": [ref.to_dict() for ref in engine_refs(self.engine)],
             "providers": engines.providers_of(self.engine),
             "array_module": accel.array_module(self.spec.device).__name__,
             "batch_sizes": dict(self.batch_sizes),

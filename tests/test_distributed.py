@@ -286,3 +286,23 @@ else:
         assert outputs(tmp_path / "b") == outputs(tmp_path / "a")
         assert sorted(report.files, key=lambda e: e.source) == serial.files
         assert report.job.models == serial.job.models
+
+    def test_a_worker_that_cannot_load_its_models_stops_the_job_before_any_file(
+        ray_address, tmp_path, keyring
+    ):
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "0.dcm").write_bytes(ct_bytes(rows=64, columns=64, seed=0))
+        job = DistributedJob([src], tmp_path / "out", compiled("dicom-basic", "clean-pixel-data"),
+                             keyring, options=RayOptions(workers=1),
+                             engines_factory=_unloadable_engines)
+        with pytest.raises(UsageError, match="could not load the models"):
+            job.run()
+        assert outputs(tmp_path / "out") == {}
+
+
+def _unloadable_engines(compiled: object) -> object:
+    """An engines factory whose model bundle fails its check (as a corrupted one does)."""
+    from pipeline.registry import RegistryError
+
+    raise RegistryError("text-detector: model.onnx fails its sha256 check")

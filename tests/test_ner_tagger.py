@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from pipeline.pixel.ppocr import ModelBundleError
 from pipeline.profile.schema import TextSettings
 from pipeline.text import CompositeTagger, HeaderContext, default_tagger
-from pipeline.text.ner import NerTagger, bundle_dir
+from pipeline.text.ner import NerTagger, bundle_dir, decode
 from pipeline.text.spans import ENTITIES
 from pipeline.text.tagger import tagger_for
 
@@ -148,3 +149,36 @@ def test_rules_and_model_together_keep_header_certainty() -> None:
     names = [s for s in spans if s.entity == "NAME"]
     assert len(names) == 1 and (names[0].start, names[0].end) == (13, 23)
     assert names[0].source == "header" and names[0].confidence > NerTagger.max_confidence
+
+
+def _probs(rows: list[dict[str, float]]) -> np.ndarray:
+    labels = _tagger().labels
+    out = np.zeros((len(rows), len(labels)), np.float32)
+    for k, row in enumerate(rows):
+        for label, p in row.items():
+            out[k, labels.index(label)] = p
+        out[k, 0] = 1.0 - sum(row.values())
+    return out
+
+
+@pytest.mark.parametrize(("text", "offsets", "rows", "expected"), [
+    # one word cut into tokens that disagree: one span, the word's majority entity
+    ("Jacob /", [(0, 1), (1, 5), (6, 7)],
+     [{"B-NAME": 0.6, "B-LOCATION": 0.3}, {"I-LOCATION": 0.5, "I-NAME": 0.4}, {}],
+     [("Jacob", "NAME")]),
+    # a span may not end inside a word: the word is PHI or not as a whole
+    ("Reising 12", [(0, 3), (3, 7), (8, 10)],
+     [{"B-NAME": 0.9}, {"I-NAME": 0.3}, {}], [("Reising", "NAME")]),
+    ("Ace 12", [(0, 1), (1, 3), (4, 6)], [{"B-NAME": 0.7}, {"I-NAME": 0.2}, {}], []),
+    # letters against digits and separate words are not pooled
+    ("Damian96y", [(0, 6), (6, 8), (8, 9)],
+     [{"B-NAME": 0.9}, {"B-AGE": 0.9}, {"I-AGE": 0.9}], [("Damian", "NAME"), ("96y", "AGE")]),
+    ("Lyon Smith", [(0, 4), (5, 10)], [{"B-LOCATION": 0.9}, {"B-NAME": 0.9}],
+     [("Lyon", "LOCATION"), ("Smith", "NAME")]),
+])
+def test_tokens_of_one_word_are_decoded_together(
+    text: str, offsets: list[tuple[int, int]], rows: list[dict[str, float]],
+    expected: list[tuple[str, str]],
+) -> None:
+    found = decode(_probs(rows), offsets, _tagger().labels, 0.5, text)
+    assert [(text[s:e], ent) for s, e, ent, _ in found] == expected

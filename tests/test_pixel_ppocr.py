@@ -64,7 +64,8 @@ def burn(img: np.ndarray, sizes: list[int], lines: list[str] = LINES, fill: int 
         font = ImageFont.load_default(size=size)
         box = draw.textbbox((x, y), text, font=font)
         draw.text((x, y), text, fill=fill, font=font)
-        truth.append(tuple(int(v) for v in box))
+        x0, y0, x1, y1 = (int(v) for v in box)
+        truth.append((x0, y0, x1, y1))
         y = box[3] + max(4, size // 3)
     return np.asarray(pil), truth
 
@@ -244,10 +245,11 @@ def test_small_text_recall_is_reported(detector, recognizer):
     print("\n[ppocr small text] " + "; ".join(report))
 
 
-def test_cpu_recognizer_reads_one_unpadded_crop_at_a_time(recognizer):
+def test_cpu_recognizer_batches_only_crops_of_one_unpadded_width(recognizer):
     if recognizer.session.get_providers()[0] == "CUDAExecutionProvider":
         pytest.skip("CUDA keeps the bundle's batching")
-    assert recognizer.batch_size == 1
+    assert recognizer.slack == 0
+    assert recognizer.buckets([2 / 3, 10.0, 0.5, 10.0]) == [[2, 0], [1, 3]]
     assert recognizer.min_width == PPOCRRecognizer.CPU_MIN_WIDTH < recognizer.prep["min_width"]
     short = np.zeros((30, 20, 3), dtype=np.uint8)  # ratio 2/3: 32 columns, padded to 96
     long = np.zeros((30, 300, 3), dtype=np.uint8)  # ratio 10: 480 columns

@@ -146,6 +146,27 @@ def test_region_rules_blank_known_device_areas_without_any_detection(tmp_path):
     assert [f.source for f in result.pixel_findings] == ["region"]
 
 
+def test_text_wholly_inside_a_region_rule_is_not_read_and_the_region_is_blanked(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "schema_version: 1\nname: p\nextends: dicom-basic\noptions: [clean-pixel-data]\n"
+        "pixel:\n  margin: 0\n  regions:\n"
+        "    - modality: CT\n      boxes: [[0, 0, 40, 16]]\n", "utf-8")
+    profile = compile_profile(load_profile(path))
+    engines = _engines()
+    ds = make_ct(rows=64, columns=64, seed=7)
+    before = ds.pixel_array.copy()
+    result = deidentify(ds, profile, KEY, pixel_engines=engines)
+    assert isinstance(engines.recognizer, FakeRecognizer)
+    assert engines.recognizer.reads == 1  # the clinical label only; the name lies in the rule
+    sources = sorted((f.source, f.status) for f in result.pixel_findings)
+    assert sources == [("detector", "rejected"), ("region", "cleared"), ("region", "cleared")]
+    after = result.dataset.pixel_array
+    assert (after[0:16, 0:40] == 0).all()
+    x0, y0, x1, y1 = _stored_box(CLINICAL_BOX, 64)
+    assert (after[y0:y1, x0:x1] == before[y0:y1, x0:x1]).all()  # overlay text stays
+
+
 def test_entity_filter_keeps_unlisted_entities_in_place():
     profile = compile_profile(load_profile("dicom-basic", ["clean-pixel-data"],
                                            overrides={"pixel.entities": "[DATE]"}))

@@ -259,3 +259,41 @@ def test_mlflow_is_imported_with_telemetry_off() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env=env)
     assert out.stdout.split() == ["True", "true"]
+
+
+@pytest.mark.parametrize("how", ["shipped", "copy", "tampered", "no-metadata"])
+def test_a_bundle_folder_is_named_by_its_metadata_and_checked(
+    veil_home: Path, tmp_path: Path, how: str
+) -> None:
+    from pipeline.registry import folder_ref
+
+    shipped = MODEL_DIR / "text-detector"
+    if how == "shipped":
+        assert folder_ref(shipped) == resolve_bundle("text-detector")
+        return
+    copy = tmp_path / "trained"
+    shutil.copytree(shipped, copy)
+    if how == "tampered":
+        (copy / "model.onnx").write_bytes(b"other weights")
+    if how == "no-metadata":
+        (copy / "metadata.json").unlink()
+    if how != "copy":
+        with pytest.raises(RegistryError, match=r"sha256 of model\.onnx|metadata\.json"):
+            folder_ref(copy)
+        return
+    ref = folder_ref(copy)
+    assert (ref.path, ref.name, ref.source) == (copy, "veil-text-detector", "folder")
+    assert ref.sha256 == resolve_bundle("text-detector").sha256
+
+
+def test_engine_refs_walk_composite_taggers_without_repeats(veil_home: Path) -> None:
+    from pipeline.registry import engine_refs
+    from pipeline.text.ner import NerTagger
+    from pipeline.text.tagger import CompositeTagger, default_tagger
+
+    model = NerTagger()
+    rules = default_tagger()
+    nested = CompositeTagger([model, CompositeTagger([*rules.taggers, model])])
+    assert engine_refs(nested) == [resolve_bundle("phi-ner")]
+    assert engine_refs(rules) == []
+    assert engine_refs(object()) == []

@@ -111,6 +111,9 @@ def test_findings_and_pixels_are_the_same_through_serve_and_in_process(app, sett
     assert isinstance(served.detector, ServeTextDetector)
     assert isinstance(served.recognizer, ServeTextRecognizer)
     embedded = engines_for(settings)
+    # provenance: the job report names the models the deployments serve, as in process
+    assert served.detector.model_ref == embedded.detector.model_ref  # type: ignore[attr-defined]
+    assert served.recognizer.model_ref == embedded.recognizer.model_ref  # type: ignore[attr-defined]
     compared = 0
     for ds in _ct_samples(2):
         context = HeaderContext.from_dataset(ds)
@@ -131,6 +134,7 @@ def test_ner_spans_are_the_same_through_serve_and_in_process(app):
     served = resolve_ner(TextSettings(ner=True, ner_threshold=0.5), app_name=APP)
     assert isinstance(served, ServePhiTagger)
     local, context = NerTagger(threshold=0.5), HeaderContext()
+    assert served.model_ref == local.model_ref
     expected = [local.tag(text, context) for text in NER_TEXTS]
     assert [served.tag(text, context) for text in NER_TEXTS] == expected
     assert any(expected)  # the model finds PHI here: the comparison is not vacuous

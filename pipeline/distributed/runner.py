@@ -141,6 +141,7 @@ class DistributedJob:
         self._counts: Counter[str] = Counter()
         self._review = 0
         self._processed = 0
+        self._models: list[ModelInfo] | None = None  # as the workers report them
 
     def cancel(self) -> None:
         """Stop submitting; finish and journal the batches in flight; :meth:`run` raises."""
@@ -158,7 +159,7 @@ class DistributedJob:
             For unsafe paths, missing sources, or a journal of another job.
         """
         out = self.out_dir
-        models = models_used(self.compiled)  # provenance; a missing model fails here
+        self._models = None
         exclude = [out] if out.is_dir() else []
         files = [str(p) for p in iter_sources(self.sources, exclude=exclude)]
         try:
@@ -199,6 +200,7 @@ class DistributedJob:
         remove_stale_temporaries(sink.root)
         journal.finish()
         duration = time.perf_counter() - t0
+        models = self._models if self._models is not None else models_used(self.compiled)
         return self._finish(journal, sink, (started, dt.datetime.now(dt.UTC)), duration,
                             models)
 
@@ -229,6 +231,7 @@ class DistributedJob:
 
         actors = [spawn() for _ in range(opts.workers)]
         self.actors = actors
+        self._models = _worker_models(actors)
         queue = deque((todo[i:i + opts.batch_size], 1)
                       for i in range(0, len(todo), opts.batch_size))
         inflight: dict[Any, tuple[int, list[str], int]] = {}
@@ -344,3 +347,28 @@ def run_distributed_job(
 ) -> JobReport:
     """Run :class:`DistributedJob` (same keyword arguments) and return its report."""
     return DistributedJob(sources, out_dir, compiled, keyring, **kwargs).run(on_progress)
+
+
+def _worker_models(actors: list[Any]) -> list[ModelInfo]:
+    """The models the workers run, as they report them; they must all agree.
+
+    Raises
+    ------
+    UsageError
+        When a worker cannot load its models (before any file is sent), or the workers
+        run different models.
+    """
+    import ray
+    from ray.exceptions import RayError
+
+    try:
+        reported = ray.get([actor.models.remote() for actor in actors])
+    except RayError as exc:
+        cause = getattr(exc, "cause", None)
+        cause = cause if isinstance(cause, VeilError) else None
+        why = f": {cause}" if cause is not None else f" ({type(exc).__name__})"
+        raise UsageError(f"a worker could not load the models the profile needs{why}") from exc
+    if any(models != reported[0] for models in reported[1:]):
+        raise UsageError("the workers run different models; check their model registry")
+    return list(reported[0])
+

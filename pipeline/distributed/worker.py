@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from pipeline.distributed.sink import IdempotentFolderSink
 from pipeline.engine import Pseudonym
-from pipeline.job import FileOutcome, process_file
+from pipeline.io.report import ModelInfo
+from pipeline.job import FileOutcome, models_used, process_file
 from pipeline.keys import Keyring
 from pipeline.profile import CompiledProfile
 
@@ -94,6 +95,10 @@ class InstanceWorker:
                                      pixel_engines=self._engines))
             for path in paths
         ]
+
+    def models(self) -> list[ModelInfo]:
+        """The models this worker's engines run (provenance for the job report)."""
+        return models_used(self._compiled, pixel_engines=self._engines)
 
     def pid(self) -> int:
         """Process id of the worker (for tests and diagnostics)."""

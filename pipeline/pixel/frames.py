@@ -6,7 +6,12 @@ rendered several ways. Each :class:`View` carries the scale used to enlarge smal
 images, so a box found in the view maps back to stored pixel coordinates with
 :meth:`View.to_stored`.
 
-Pure functions on numpy arrays; pydicom does the decoding and the LUT arithmetic.
+Pure functions on arrays of a module ``xp`` chosen at run time (NumPy, or CuPy on a
+GPU: :func:`pipeline.accel.pixel_module`): pydicom decodes on the host; each frame is
+copied to the device once, the rescale, windowing, stretching, inversion and upscaling
+run there, and each view comes back once, as the detector's uint8 input. Table lookups
+(Modality and VOI LUT sequences, palettes, YBR conversion: rare) run in pydicom on the
+host before the copy. Results are the same bit for bit with either module.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import math
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -28,6 +34,7 @@ from pydicom.pixels import (
 )
 from pydicom.pixels.decoders.base import get_decoder
 
+from pipeline.accel import array_namespace, pixel_module, to_host
 from pipeline.errors import DeidError
 from pipeline.pixel.codecs import decoding_plugin
 from pipeline.pixel.types import TextBox
@@ -53,7 +60,7 @@ class View:
         ``"window"``, ``"full"`` or ``"inverted"`` (monochrome); ``"color"`` or
         ``"inverted"`` (RGB, YBR, PALETTE COLOR).
     image : np.ndarray
-        uint8, HxW (monochrome) or HxWx3 (RGB).
+        uint8, HxW (monochrome) or HxWx3 (RGB), on the host (NumPy).
     scale : float
         View pixels per stored pixel (1.0 when not upscaled).
     """
@@ -81,7 +88,8 @@ class View:
 
 
 def views(
-    ds: Dataset, *, min_side: int = MIN_SIDE, names: Collection[str] | None = None
+    ds: Dataset, *, min_side: int = MIN_SIDE, names: Collection[str] | None = None,
+    xp: ModuleType | None = None,
 ) -> Iterator[View]:
     """Yield the views of every frame of ``ds``.
 
@@ -94,6 +102,9 @@ def views(
     names : collection of str, optional
         Yield only the views with these names (all when None); a frame with none of
         them yields its first view, so no frame is ever skipped.
+    xp : module, optional
+        Array module of the rendering (NumPy, CuPy); :func:`pipeline.accel.pixel_module`
+        (``$VEIL_DEVICE``, else ``auto``) when None, chosen at the call.
 
     Raises
     ------
@@ -104,24 +115,46 @@ def views(
     """
     if "PixelData" not in ds:
         return
-    for index, (frame, photometric) in enumerate(_decoded_frames(ds)):
-        try:
-            rendered = _render(frame, photometric, ds)
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-            # e.g. a missing or malformed LUT; report the type only, never values
-            raise DeidError(
-                f"pixel data cannot be rendered ({photometric}): {type(exc).__name__}"
-            ) from None
-        if names is not None:
-            rendered = [r for r in rendered if r[0] in names] or rendered[:1]
-        for name, image in rendered:
-            scale = _upscale_factor(image.shape[0], image.shape[1], min_side)
-            if scale != 1.0:
-                image = resize_bilinear(image, scale)
-            yield View(frame=index, name=name, image=image, scale=scale)
+    xp = pixel_module(xp)
+    for index, (frame, photometric) in enumerate(decoded_frames(ds)):
+        for name, image, scale in render(frame, photometric, ds, xp=xp, names=names,
+                                         min_side=min_side):
+            yield View(frame=index, name=name, image=to_host(image), scale=scale)
 
 
-def _decoded_frames(ds: Dataset) -> Iterator[tuple[np.ndarray, str]]:
+def render(
+    frame: Any, photometric: str, ds: Dataset, *, xp: ModuleType,
+    names: Collection[str] | None = None, min_side: int = MIN_SIDE,
+) -> list[tuple[str, Any, float]]:
+    """Views ``(name, uint8 image on xp, scale)`` of one decoded frame (see :func:`views`).
+
+    ``frame`` is a host array, or one already on ``xp`` (it is copied only if needed).
+
+    Raises
+    ------
+    DeidError
+        When the frame cannot be rendered (unsupported photometric interpretation,
+        missing or malformed LUT); the message names the cause, never a value.
+    """
+    try:
+        rendered = _render(frame, photometric, ds, xp)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        # e.g. a missing or malformed LUT; report the type only, never values
+        raise DeidError(
+            f"pixel data cannot be rendered ({photometric}): {type(exc).__name__}"
+        ) from None
+    if names is not None:
+        rendered = [r for r in rendered if r[0] in names] or rendered[:1]
+    out = []
+    for name, image in rendered:
+        scale = _upscale_factor(image.shape[0], image.shape[1], min_side)
+        if scale != 1.0:
+            image = resize_bilinear(image, scale, xp=xp)
+        out.append((name, image, scale))
+    return out
+
+
+def decoded_frames(ds: Dataset) -> Iterator[tuple[np.ndarray, str]]:
     """Decode frame by frame, without colour conversion; yield (array, photometric)."""
     meta = getattr(ds, "file_meta", None)
     tsyntax = getattr(meta, "TransferSyntaxUID", None)
@@ -142,29 +175,41 @@ def _decoded_frames(ds: Dataset) -> Iterator[tuple[np.ndarray, str]]:
         ) from None
 
 
-def _render(frame: np.ndarray, photometric: str, ds: Dataset) -> list[tuple[str, np.ndarray]]:
-    """Return the named uint8 renderings of one decoded frame."""
+def _render(frame: Any, photometric: str, ds: Dataset, xp: ModuleType
+            ) -> list[tuple[str, Any]]:
+    """Return the named uint8 renderings (on ``xp``) of one decoded frame."""
     if photometric in MONOCHROME:
-        return _monochrome(frame, photometric, ds)
+        return _monochrome(frame, photometric, ds, xp)
     if photometric == "RGB":
-        rgb = _to_uint8_color(frame, int(ds.BitsStored))
-    elif photometric in YBR:
-        converted = convert_color_space(frame, photometric, "RGB")
-        rgb = _to_uint8_color(converted, int(ds.BitsStored))
+        rgb = _to_uint8_color(xp.asarray(frame), int(ds.BitsStored), xp)
+    elif photometric in YBR:  # a table-free but pydicom-only conversion: on the host
+        converted = convert_color_space(to_host(frame), photometric, "RGB")
+        rgb = _to_uint8_color(xp.asarray(converted), int(ds.BitsStored), xp)
     elif photometric == "PALETTE COLOR":
-        rgb = _palette(frame, ds)
+        rgb = _palette(to_host(frame), ds, xp)
     else:
         raise DeidError(f"unsupported Photometric Interpretation {photometric!r}")
     return [("color", rgb), ("inverted", 255 - rgb)]
 
 
-def _monochrome(frame: np.ndarray, photometric: str, ds: Dataset) -> list[tuple[str, np.ndarray]]:
+def _monochrome(frame: Any, photometric: str, ds: Dataset, xp: ModuleType
+                ) -> list[tuple[str, Any]]:
     """Window (if the dataset has one), full range and inverted views."""
-    modality = np.asarray(apply_modality_lut(frame, ds))
-    values = modality.astype(np.float64)
-    out: list[tuple[str, np.ndarray]] = []
-    windowed = _stored_window(modality, ds)
-    full = _stretch(values, float(values.min()), float(values.max()))
+    voi: tuple[np.ndarray, int] | None = None
+    if ds.get("ModalityLUTSequence") or ds.get("VOILUTSequence"):
+        # table lookups: pydicom on the host, before the one copy to the device
+        host = np.asarray(apply_modality_lut(to_host(frame), ds))
+        voi = _voi_lut(host, ds)
+        modality = xp.asarray(host)
+    else:
+        modality = _rescale(xp.asarray(frame), ds, xp)
+    values = modality.astype(xp.float64)
+    out: list[tuple[str, Any]] = []
+    if voi is not None:
+        windowed = _stretch(xp.asarray(voi[0]), 0.0, float(2 ** voi[1] - 1), xp)
+    else:
+        windowed = _stored_window(values, ds, xp)
+    full = _stretch(values, float(values.min()), float(values.max()), xp)
     if photometric == "MONOCHROME1":
         full = 255 - full
         windowed = None if windowed is None else 255 - windowed
@@ -175,15 +220,30 @@ def _monochrome(frame: np.ndarray, photometric: str, ds: Dataset) -> list[tuple[
     return out
 
 
-def _stored_window(modality: np.ndarray, ds: Dataset) -> np.ndarray | None:
-    """Apply the first VOI LUT, else the first Window Center/Width; None if neither."""
+def _rescale(stored: Any, ds: Dataset, xp: ModuleType) -> Any:
+    """Rescale Slope and Intercept on ``xp``, exactly as pydicom's ``apply_modality_lut``
+    (float64 when both are present, the stored values unchanged otherwise)."""
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        out = stored.astype(xp.float64) * float(ds.RescaleSlope)
+        out += float(ds.RescaleIntercept)
+        return out
+    return stored
+
+
+def _voi_lut(modality: np.ndarray, ds: Dataset) -> tuple[np.ndarray, int] | None:
+    """The first VOI LUT applied on the host, with its bit depth; None without one."""
     lut_items = ds.get("VOILUTSequence")
-    if lut_items:
-        bits = int(lut_items[0].LUTDescriptor[2])
-        if modality.dtype.kind == "f" and np.array_equal(modality, np.rint(modality)):
-            modality = modality.astype(np.int64)  # a LUT is indexed by integers
-        out = apply_voi_lut(modality, ds, index=0, prefer_lut=True)
-        return _stretch(np.asarray(out, dtype=np.float64), 0.0, float(2**bits - 1))
+    if not lut_items:
+        return None
+    bits = int(lut_items[0].LUTDescriptor[2])
+    if modality.dtype.kind == "f" and np.array_equal(modality, np.rint(modality)):
+        modality = modality.astype(np.int64)  # a LUT is indexed by integers
+    out = apply_voi_lut(modality, ds, index=0, prefer_lut=True)
+    return np.asarray(out, dtype=np.float64), bits
+
+
+def _stored_window(values: Any, ds: Dataset, xp: ModuleType) -> Any | None:
+    """The first Window Center/Width applied to float64 ``values``; None without one."""
     if "WindowCenter" not in ds or "WindowWidth" not in ds:
         return None
     center = _first(ds.WindowCenter)
@@ -191,23 +251,28 @@ def _stored_window(modality: np.ndarray, ds: Dataset) -> np.ndarray | None:
     if center is None or width is None:
         return None
     function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-    return window(modality.astype(np.float64), center, width, function)
+    return window(values, center, width, function, xp=xp)
 
 
-def window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+def window(values: Any, center: float, width: float, function: str = "LINEAR", *,
+           xp: ModuleType | None = None) -> Any:
     """DICOM VOI windowing (PS3.3 C.11.2.1.2) of modality values to uint8.
 
     ``function`` is ``LINEAR``, ``LINEAR_EXACT`` or ``SIGMOID``; an unknown function or a
-    width too small falls back to LINEAR_EXACT with width 1.
+    width too small falls back to LINEAR_EXACT with width 1. ``xp``: the array module
+    (``values``' own when None). LINEAR results are the same bit for bit on every module;
+    SIGMOID goes through ``exp``, whose last bit may differ between libraries.
     """
+    xp = array_namespace(values) if xp is None else xp
+    values = xp.asarray(values)
     if function == "SIGMOID" and width > 0:
-        scaled = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+        scaled = 1.0 / (1.0 + xp.exp(-4.0 * (values - center) / width))
     else:
         if function == "LINEAR" and width >= 1:
             center, width = center - 0.5, width - 1
         width = max(width, 1e-6)
-        scaled = np.clip((values - center) / width + 0.5, 0.0, 1.0)
-    return np.asarray(np.rint(scaled * 255.0), dtype=np.uint8)
+        scaled = xp.clip((values - center) / width + 0.5, 0.0, 1.0)
+    return xp.rint(scaled * 255.0).astype(xp.uint8)
 
 
 def _first(value: Any) -> float | None:
@@ -222,28 +287,28 @@ def _first(value: Any) -> float | None:
         return None
 
 
-def _stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:
+def _stretch(values: Any, low: float, high: float, xp: ModuleType) -> Any:
     """Linearly map [low, high] to [0, 255] uint8 (all zeros when flat)."""
     if not high > low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = np.clip((values - low) / (high - low), 0.0, 1.0)
-    return np.asarray(np.rint(scaled * 255.0), dtype=np.uint8)
+        return xp.zeros(values.shape, dtype=xp.uint8)
+    scaled = xp.clip((values - low) / (high - low), 0.0, 1.0)
+    return xp.rint(scaled * 255.0).astype(xp.uint8)
 
 
-def _to_uint8_color(frame: np.ndarray, bits_stored: int) -> np.ndarray:
+def _to_uint8_color(frame: Any, bits_stored: int, xp: ModuleType) -> Any:
     """RGB of any bit depth to uint8 RGB."""
-    if frame.dtype == np.uint8:
+    if frame.dtype == xp.uint8:
         return frame
-    return _stretch(frame.astype(np.float64), 0.0, float(2**bits_stored - 1))
+    return _stretch(frame.astype(xp.float64), 0.0, float(2**bits_stored - 1), xp)
 
 
-def _palette(frame: np.ndarray, ds: Dataset) -> np.ndarray:
-    """Apply the palette colour LUT; 16-bit entries are reduced to 8 bits."""
+def _palette(frame: np.ndarray, ds: Dataset, xp: ModuleType) -> Any:
+    """Apply the palette colour LUT (host); 16-bit entries are reduced to 8 bits."""
     rgb = np.asarray(apply_color_lut(frame, ds))
     if rgb.dtype == np.uint8:
-        return rgb
+        return xp.asarray(rgb)
     high = 255.0 if int(rgb.max(initial=0)) <= 255 else 65535.0
-    return _stretch(rgb.astype(np.float64), 0.0, high)
+    return _stretch(xp.asarray(rgb).astype(xp.float64), 0.0, high, xp)
 
 
 def _upscale_factor(rows: int, cols: int, min_side: int) -> float:
@@ -254,33 +319,37 @@ def _upscale_factor(rows: int, cols: int, min_side: int) -> float:
     return min_side / smaller
 
 
-def resize_bilinear(image: np.ndarray, scale: float) -> np.ndarray:
+def resize_bilinear(image: Any, scale: float, *, xp: ModuleType | None = None) -> Any:
     """Resize a uint8 HxW or HxWx3 image by ``scale`` with bilinear interpolation.
 
     Output size is ``round(rows * scale) x round(cols * scale)``; pixel centres are aligned
-    (half-pixel convention), as in OpenCV's ``INTER_LINEAR``.
+    (half-pixel convention), as in OpenCV's ``INTER_LINEAR``. ``xp``: the array module
+    (``image``'s own when None); the result is the same bit for bit on every module.
     """
+    xp = array_namespace(image) if xp is None else xp
+    image = xp.asarray(image)
     rows, cols = image.shape[:2]
     out_rows, out_cols = max(round(rows * scale), 1), max(round(cols * scale), 1)
-    y0, y1, wy = _axis_weights(rows, out_rows)
-    x0, x1, wx = _axis_weights(cols, out_cols)
-    src = image.astype(np.float32)
+    y0, y1, wy = _axis_weights(rows, out_rows, xp)
+    x0, x1, wx = _axis_weights(cols, out_cols, xp)
+    src = image.astype(xp.float32)
     extra = (1,) * (image.ndim - 2)  # broadcast over the colour axis
     wy = wy.reshape((-1, 1, *extra))
     wx = wx.reshape((1, -1, *extra))
-    top = src[y0][:, x0] * (1 - wx) + src[y0][:, x1] * wx
-    bottom = src[y1][:, x0] * (1 - wx) + src[y1][:, x1] * wx
-    out = top * (1 - wy) + bottom * wy
-    return np.asarray(np.clip(np.rint(out), 0, 255), dtype=np.uint8)
+    # along x once per source row, then along y: the same operations, in the same order,
+    # as interpolating the four neighbours of each output pixel, on fewer rows
+    across = src[:, x0] * (1 - wx) + src[:, x1] * wx
+    out = across[y0] * (1 - wy) + across[y1] * wy
+    return xp.clip(xp.rint(out), 0, 255).astype(xp.uint8)
 
 
-def _axis_weights(size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _axis_weights(size: int, out_size: int, xp: ModuleType) -> tuple[Any, Any, Any]:
     """Source indices (lower, upper) and upper weights for one axis."""
-    pos = (np.arange(out_size, dtype=np.float64) + 0.5) * (size / out_size) - 0.5
-    pos = np.clip(pos, 0, size - 1)
-    lower = np.floor(pos).astype(np.intp)
-    upper = np.minimum(lower + 1, size - 1)
-    return lower, upper, (pos - lower).astype(np.float32)
+    pos = (xp.arange(out_size, dtype=xp.float64) + 0.5) * (size / out_size) - 0.5
+    pos = xp.clip(pos, 0, size - 1)
+    lower = xp.floor(pos).astype(xp.intp)
+    upper = xp.minimum(lower + 1, size - 1)
+    return lower, upper, (pos - lower).astype(xp.float32)
 
 
 #: Smallest grey-level difference from a box's background that counts as ink when a

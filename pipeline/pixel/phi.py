@@ -296,9 +296,15 @@ def _header_hits(text: str, context: HeaderContext) -> Iterator[_Hit]:
     yield _Hit("NAME", _PARTIAL, "header")
 
 
+@functools.cache
+def _all_names() -> frozenset[str]:
+    """Every given and family name (``NameDictionary.all`` builds a new set per call)."""
+    return name_dictionary().all
+
+
 def _caret_split_name(text: str) -> bool:
     """True when a token reads as ``FAMILY^GIVEN`` with ``^`` read as ``A``."""
-    names, vocabulary = name_dictionary().all, clinical_vocabulary()
+    names, vocabulary = _all_names(), clinical_vocabulary()
     for token in re.findall(r"[^\W\d_]{7,}", fold(text).upper()):
         for m in _INNER_A.finditer(token):
             left, right = token[:m.start()], token[m.end():]
@@ -309,7 +315,7 @@ def _caret_split_name(text: str) -> bool:
 
 def _only_overlay(text: str) -> bool:
     """True when every token is an overlay marker or a clinical word that is no name."""
-    vocabulary, names = clinical_vocabulary(), name_dictionary().all
+    vocabulary, names = clinical_vocabulary(), _all_names()
     tokens = [t.strip(".'\"") for t in _TOKEN_SPLIT.split(fold(text).upper())]
     tokens = [t for t in tokens if t]
     if not tokens:

@@ -14,12 +14,18 @@ reproduces it exactly the output is Explicit VR Little Endian. Lossy input is ne
 re-encoded lossily, and *Lossy Image Compression* is left as it was ("01" stays "01").
 A JPEG YBR_FULL_422 frame decodes to full-resolution YBR, which is written as YBR_FULL;
 YBR_RCT / YBR_ICT JPEG 2000 decodes to RGB, written as RGB.
+
+The fill runs on an array module ``xp`` chosen at run time (NumPy, or CuPy on a GPU:
+:func:`pipeline.accel.pixel_module`): each changed frame goes to the device once, its
+fill values are found and its boxes filled there, and it comes back once, into the bytes
+that are written (with NumPy, a view of those bytes: no copy). Same results bit for bit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
@@ -36,6 +42,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from pipeline.accel import pixel_module, to_host
 from pipeline.errors import DeidError
 from pipeline.pixel.codecs import decoding_plugin, encoding_plugin
 from pipeline.pixel.types import TextBox
@@ -82,7 +89,8 @@ class _Region:
 
 
 def redact(
-    ds: Dataset, boxes: Sequence[TextBox], *, fill: Fill = "min", margin: int = 0
+    ds: Dataset, boxes: Sequence[TextBox], *, fill: Fill = "min", margin: int = 0,
+    xp: ModuleType | None = None,
 ) -> RedactionResult:
     """Fill ``boxes`` in the stored pixel values of ``ds`` (in place).
 
@@ -102,6 +110,9 @@ def redact(
         the index of the entry with the lowest luma.
     margin : int
         Pixels added on every side of each box before clipping to the image.
+    xp : module, optional
+        Array module of the fill (NumPy, CuPy); :func:`pipeline.accel.pixel_module`
+        (``$VEIL_DEVICE``, else ``auto``) when None, chosen at the call.
 
     Returns
     -------
@@ -131,10 +142,11 @@ def redact(
         return RedactionResult(0, (), str(tsyntax), str(tsyntax), "none")
     regions, applied = _regions(ds, boxes, margin)
     photometric = str(ds.PhotometricInterpretation)
+    xp = pixel_module(xp) if regions else xp
     if tsyntax.is_encapsulated or photometric in _DECODE_FIRST:
-        out, reencoded = _redact_decoded(ds, tsyntax, regions, fill)
+        out, reencoded = _redact_decoded(ds, tsyntax, regions, fill, xp)
     else:
-        _redact_native(ds, tsyntax, regions, fill)
+        _redact_native(ds, tsyntax, regions, fill, xp)
         out, reencoded = tsyntax, "none"
     ds.BurnedInAnnotation = "NO"
     frames = tuple(sorted({r.frame for r in regions}))
@@ -173,7 +185,9 @@ def _layout(ds: Dataset) -> tuple[int, int, int, int, int]:
     return nframes, int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1)), bits
 
 
-def _redact_native(ds: Dataset, tsyntax: UID, regions: list[_Region], fill: Fill) -> None:
+def _redact_native(
+    ds: Dataset, tsyntax: UID, regions: list[_Region], fill: Fill, xp: ModuleType | None
+) -> None:
     """Write the fill into the raw bytes of native pixel data."""
     nframes, rows, cols, samples, bits = _layout(ds)
     stored, signed = int(ds.BitsStored), int(ds.PixelRepresentation) == 1
@@ -189,20 +203,42 @@ def _redact_native(ds: Dataset, tsyntax: UID, regions: list[_Region], fill: Fill
     else:
         raw = flat.reshape(nframes, rows, cols, samples)
     mask = (1 << stored) - 1
-    for frame in sorted({r.frame for r in regions}):
-        values = raw[frame].astype(np.int64) & mask
+
+    def stored_values(data: Any, xp: ModuleType) -> Any:  # bits above Bits Stored masked
+        values = data.astype(xp.int64) & mask
         if signed:
-            values = np.where(values >= 1 << (stored - 1), values - (1 << stored), values)
-        fills = _fill_values(ds, str(ds.PhotometricInterpretation), fill, values, frame)
-        encoded = [int(v) & ((1 << bits) - 1) for v in fills]
-        for r in (r for r in regions if r.frame == frame):
-            for s, value in enumerate(encoded):
-                raw[frame, r.y0 : r.y1, r.x0 : r.x1, s] = value
+            values = xp.where(values >= 1 << (stored - 1), values - (1 << stored), values)
+        return values
+
+    for frame in sorted({r.frame for r in regions}):
+        _fill_frame(ds, str(ds.PhotometricInterpretation), fill, raw[frame], frame,
+                    [r for r in regions if r.frame == frame], stored_values, bits, xp)
     ds.PixelData = bytes(buf)
 
 
+def _fill_frame(
+    ds: Dataset, photometric: str, fill: Fill, frame_view: np.ndarray, frame: int,
+    regions: list[_Region], stored_values: Any, bits: int | None, xp: Any,
+) -> None:
+    """Fill ``regions`` of one frame (``frame_view``: a writable host view, rows x cols x
+    samples) on ``xp``; ``stored_values(data, xp)``: its stored values (for ``black``);
+    ``bits``: fills are written modulo ``2**bits`` (raw samples), or as they are (None).
+    """
+    order = frame_view.dtype.newbyteorder("=")  # big-endian words: a native copy (CuPy)
+    data = xp.asarray(frame_view if frame_view.dtype.isnative else frame_view.astype(order))
+    fills = _fill_values(ds, photometric, fill, lambda: stored_values(data, xp), frame, xp)
+    if bits is not None:
+        fills = [int(v) & ((1 << bits) - 1) for v in fills]
+    value = xp.asarray(fills, dtype=data.dtype)
+    for r in regions:
+        data[r.y0 : r.y1, r.x0 : r.x1, :] = value
+    host = to_host(data)  # NumPy, native order: the view itself, filled in place
+    if host is not frame_view:  # came back from the device: into the written bytes
+        frame_view[...] = host
+
+
 def _redact_decoded(
-    ds: Dataset, tsyntax: UID, regions: list[_Region], fill: Fill
+    ds: Dataset, tsyntax: UID, regions: list[_Region], fill: Fill, xp: ModuleType | None
 ) -> tuple[UID, str]:
     """Decode, redact and re-encode; return (transfer syntax out, ``reencoded``)."""
     if not regions:
@@ -221,9 +257,9 @@ def _redact_decoded(
     arr = np.ascontiguousarray(arr)
     view = arr.reshape(nframes, rows, cols, samples)
     for frame in sorted({r.frame for r in regions}):
-        fills = _fill_values(ds, photometric, fill, view[frame].astype(np.int64), frame)
-        for r in (r for r in regions if r.frame == frame):
-            view[frame, r.y0 : r.y1, r.x0 : r.x1, :] = np.asarray(fills, dtype=arr.dtype)
+        _fill_frame(ds, photometric, fill, view[frame], frame,
+                    [r for r in regions if r.frame == frame],
+                    lambda data, xp: data.astype(xp.int64), None, xp)
     _set_native(ds, arr, photometric, bits)
     targets = _lossless_targets(tsyntax) if tsyntax.is_encapsulated else []
     for target in targets:
@@ -285,9 +321,12 @@ def _try_encode(ds: Dataset, arr: np.ndarray, target: UID) -> bool:
 
 
 def _fill_values(
-    ds: Dataset, photometric: str, fill: Fill, values: np.ndarray, frame: int
+    ds: Dataset, photometric: str, fill: Fill, values: Any, frame: int, xp: Any
 ) -> list[int]:
-    """Per-sample stored fill values for one frame (``values``: its stored values)."""
+    """Per-sample stored fill values for one frame.
+
+    ``values()`` returns the frame's stored values on ``xp``; only ``black`` calls it.
+    """
     samples = int(ds.get("SamplesPerPixel", 1))
     if fill == "zero":
         return [0] * samples
@@ -299,27 +338,39 @@ def _fill_values(
         return [_darkest_palette_index(ds)]
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DeidError(f"pixel redaction does not support {photometric!r}")
-    if fill == "min":
+    if fill == "min":  # two candidates, known without the frame: on the host
+        xp = np
         if int(ds.PixelRepresentation) == 1:
             candidates = np.array([-(1 << (stored - 1)), (1 << (stored - 1)) - 1])
         else:
             candidates = np.array([0, (1 << stored) - 1])
     else:
-        candidates = np.unique(values)
-    shown = _modality(ds, candidates, frame)
-    pick = np.argmax(shown) if photometric == "MONOCHROME1" else np.argmin(shown)
-    return [int(candidates[pick])]
+        candidates = xp.unique(values())
+    shown = _modality(ds, candidates, frame, xp)
+    pick = xp.argmax(shown) if photometric == "MONOCHROME1" else xp.argmin(shown)
+    return [int(candidates[int(pick)])]
 
 
-def _modality(ds: Dataset, stored: np.ndarray, frame: int) -> np.ndarray:
-    """Modality-LUT output of ``stored`` (per-frame rescale of enhanced objects too)."""
+def _modality(ds: Dataset, stored: Any, frame: int, xp: Any) -> Any:
+    """Modality-LUT output of ``stored`` (per-frame rescale of enhanced objects too).
+
+    A Modality LUT Sequence is a table lookup done by pydicom on the host (on the few
+    distinct values of a frame); a rescale is computed on ``xp`` as pydicom does.
+    """
     if "ModalityLUTSequence" in ds or "RescaleSlope" in ds:
         try:
-            return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+            if ds.get("ModalityLUTSequence"):
+                lut = apply_modality_lut(to_host(stored), ds)
+                return xp.asarray(np.asarray(lut, dtype=np.float64))
+            if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+                out = stored.astype(xp.float64) * float(ds.RescaleSlope)
+                out += float(ds.RescaleIntercept)
+                return out
+            return stored.astype(xp.float64)
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             raise DeidError(f"modality LUT cannot be applied: {type(exc).__name__}") from None
     slope = _functional_slope(ds, frame)
-    return stored.astype(np.float64) * slope
+    return stored.astype(xp.float64) * slope
 
 
 def _functional_slope(ds: Dataset, frame: int) -> float:

@@ -14,7 +14,9 @@ and reported as ``rejected``.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
+from types import ModuleType
 
 from pydicom.dataset import Dataset
 
@@ -67,38 +69,57 @@ class PixelOutcome:
 
 @dataclass(frozen=True)
 class PixelEngines:
-    """The detector and recognizer the stage uses (injected; ONNX by default)."""
+    """The detector and recognizer the stage uses (injected; ONNX by default), and the
+    array module of pixel views and redaction (None: :func:`pipeline.accel.pixel_module`
+    chooses at each call, from ``$VEIL_DEVICE``)."""
 
     detector: TextDetector
     recognizer: TextRecognizer
+    xp: ModuleType | None = None
+
+
+def cpu_budget() -> int:
+    """CPUs this process may use, read at the call: ``$OMP_NUM_THREADS`` when set (Ray
+    sets it to an actor's ``num_cpus``), else the CPUs of its affinity mask."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 @functools.cache
 def default_engines(
-    det_threshold: float | None, box_threshold: float | None, detector: str = "ppocr-v4"
+    det_threshold: float | None, box_threshold: float | None, detector: str = "ppocr-v4",
+    threads: int | None = None,
 ) -> PixelEngines:
     """ONNX engines (``detector``: ``ppocr-v4`` or ``veil-text-detector``; PP-OCRv4
-    recognizer), built once per process and per thresholds."""
+    recognizer), built once per process, per thresholds and per ``threads`` (ONNX
+    Runtime intra-op threads; :func:`cpu_budget` when None: its own default spawns one
+    thread per physical core, which oversubscribes a process pinned to fewer)."""
     from pipeline.pixel.ppocr import PPOCRDetector, PPOCRRecognizer
 
+    threads = cpu_budget() if threads is None else threads
     found: TextDetector
     if detector == "veil-text-detector":
         from pipeline.pixel.dbnet import VeilTextDetector
 
-        found = VeilTextDetector(thresh=det_threshold, box_thresh=box_threshold)
+        found = VeilTextDetector(thresh=det_threshold, box_thresh=box_threshold,
+                                 intra_op_num_threads=threads)
     elif detector == "ppocr-v4":
-        found = PPOCRDetector(thresh=det_threshold, box_thresh=box_threshold)
+        found = PPOCRDetector(thresh=det_threshold, box_thresh=box_threshold,
+                              intra_op_num_threads=threads)
     else:
         from pipeline.errors import ProfileError
 
         raise ProfileError(f"unknown text detector {detector!r}")
-    return PixelEngines(found, PPOCRRecognizer())
+    return PixelEngines(found, PPOCRRecognizer(intra_op_num_threads=threads))
 
 
 def engines_for(settings: PixelSettings) -> PixelEngines:
     """The default engines for a profile's pixel settings."""
     return default_engines(settings.det_threshold, settings.box_threshold,
-                           settings.detector or "ppocr-v4")
+                           settings.detector or "ppocr-v4", cpu_budget())
 
 
 def _matches(rule: RegionRule, ds: Dataset) -> bool:
@@ -128,15 +149,21 @@ def clean_pixels(
     entities = frozenset(settings.entities) if settings.entities else None
     threshold = settings.review_threshold if settings.review_threshold is not None else 0.8
     found: list[tuple[TextBox, str, float, str, str]] = []
+    regions = [TextBox(x0, y0, x1, y1, 1.0, -1) for rule in settings.regions or []
+               if _matches(rule, ds) for x0, y0, x1, y1 in rule.boxes]
     scanned = 0
     if mode != "none":
-        for view in views(ds, names=DETECT_VIEWS):
+        for view in views(ds, names=DETECT_VIEWS, xp=engines.xp):
             scanned += 1
             boxes = engines.detector.detect(view.image)
             stored = {id(box): view.to_stored(tighten(view.image, box)) for box in boxes}
             to_read = []
             for box in boxes:
                 if stored[id(box)].area == 0:
+                    continue
+                if _inside(stored[id(box)], regions):  # blanked whatever it says: not read,
+                    # but redacted in its own right, so its line goes with it (_extend_lines)
+                    found.append((stored[id(box)], "OTHER", 1.0, CLEARED, "region"))
                     continue
                 settled = _settled(stored[id(box)], found)
                 if settled is None:
@@ -158,10 +185,7 @@ def clean_pixels(
                     status = CLEARED if finding.confidence >= threshold else PENDING
                     found.append((stored[id(box)], finding.entity, finding.confidence, status,
                                   finding.source))
-    for rule in settings.regions or []:
-        if _matches(rule, ds):
-            for x0, y0, x1, y1 in rule.boxes:
-                found.append((TextBox(x0, y0, x1, y1, 1.0, -1), "OTHER", 1.0, CLEARED, "region"))
+    found.extend((region, "OTHER", 1.0, CLEARED, "region") for region in regions)
     findings = _merge(_extend_lines(found))
     to_redact = [
         TextBox(*f.box, score=f.confidence, frame=f.frame)
@@ -171,8 +195,15 @@ def clean_pixels(
         ds.BurnedInAnnotation = "NO"
         return PixelOutcome(tuple(findings), None, scanned)
     margin = settings.margin if settings.margin is not None else 2
-    result = redact(ds, to_redact, fill=settings.fill or "min", margin=margin)
+    result = redact(ds, to_redact, fill=settings.fill or "min", margin=margin, xp=engines.xp)
     return PixelOutcome(tuple(findings), result, scanned)
+
+
+def _inside(box: TextBox, regions: list[TextBox]) -> bool:
+    """Whether ``box`` lies wholly inside one region rule's box (redacted on every frame,
+    so its text cannot change what is filled: it is not read)."""
+    return any(r.x0 <= box.x0 and r.y0 <= box.y0 and box.x1 <= r.x1 and box.y1 <= r.y1
+               for r in regions)
 
 
 def _unreadable_line(box: TextBox, text: Recognition) -> bool:

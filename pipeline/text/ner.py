@@ -18,13 +18,16 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.pixel.ppocr import ModelBundleError, make_session
 from pipeline.text.context import HeaderContext
 from pipeline.text.spans import PhiSpan
+
+if TYPE_CHECKING:
+    from pipeline.registry import ModelRef
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +71,14 @@ def decode(
         ``B`` + ``I`` probability is highest, a new span starts on ``B`` or a new entity.
     text
         The tagged text: unpaired brackets and quotes are cut from span starts and
-        ends, and ``.,;:`` from span ends; spans left empty are dropped.
+        ends, and ``.,;:`` from span ends; spans left empty are dropped. Tokens of one
+        word (touching, letter to letter or digit to digit) are read as one: their mean
+        probabilities, so a span never starts or ends inside a word.
     """
     entities = sorted({lab[2:] for lab in labels if lab != "O"})
     b_idx = np.array([labels.index(f"B-{e}") for e in entities])
     i_idx = np.array([labels.index(f"I-{e}") for e in entities])
+    probs = _pool_words(np.asarray(probs), offsets, text, b_idx, i_idx, threshold)
     out: list[tuple[int, int, str, float]] = []
     current: list[Any] | None = None  # [start, end, entity, scores]
     for row, (start, end) in zip(probs, offsets, strict=True):
@@ -97,6 +103,47 @@ def decode(
     if current is not None:
         out.append(_close(current))
     return [span for span in (_strip(text, *found) for found in out) if span is not None]
+
+
+def _pool_words(probs: np.ndarray, offsets: Offsets, text: str, b_idx: np.ndarray,
+                i_idx: np.ndarray, threshold: float) -> np.ndarray:
+    """Give the tokens of each word their mean reading (B on the first token only).
+
+    A word none of whose tokens reaches ``threshold`` stays as it is (it is not PHI
+    either way).
+    """
+    hot = (probs[:, 0] <= 1.0 - threshold).tolist() if len(probs) else []
+    words: list[list[int]] = []
+    last = -1
+    for k, (start, end) in enumerate(offsets):
+        if start >= end:
+            continue
+        glued = start == last and start > 0 and (
+            (text[start - 1].isalpha() and text[start].isalpha())
+            or (text[start - 1].isdigit() and text[start].isdigit()))
+        if glued:
+            words[-1].append(k)
+        else:
+            words.append([k])
+        last = end
+    out = probs
+    for word in words:
+        if len(word) < 2 or not any(hot[k] for k in word):
+            continue
+        if out is probs:
+            out = probs.copy()
+        mean = probs[word].mean(axis=0)
+        best = int(np.argmax(mean[b_idx] + mean[i_idx]))
+        first = probs[word[0]]
+        phi = 1.0 - float(mean[0])
+        b_share = first[b_idx[best]] / max(float(first[b_idx[best]] + first[i_idx[best]]), 1e-12)
+        rows = np.zeros((len(word), probs.shape[1]), dtype=probs.dtype)
+        rows[:, 0] = mean[0]
+        rows[:, i_idx[best]] = phi
+        rows[0, b_idx[best]] = phi * b_share
+        rows[0, i_idx[best]] = phi * (1.0 - b_share)
+        out[word] = rows
+    return out
 
 
 def _unpaired(span: str, char: str) -> bool:
@@ -135,6 +182,25 @@ def bundle_dir(bundle: str | Path | None = None) -> Path:
     from pipeline.registry import resolve_bundle
 
     return resolve_bundle(NER_BUNDLE).path
+
+
+def bundle_ref(bundle: str | Path | None = None) -> ModelRef:
+    """The resolved bundle (provenance): the folder ``bundle``, else ``phi-ner`` by
+    registry alias or shipped.
+
+    Raises
+    ------
+    ModelBundleError
+        When the folder ``bundle`` is not a complete bundle or fails its sha256 check.
+    """
+    from pipeline.registry import RegistryError, folder_ref, resolve_bundle
+
+    if bundle is None:
+        return resolve_bundle(NER_BUNDLE)
+    try:
+        return folder_ref(Path(bundle))
+    except RegistryError as exc:
+        raise ModelBundleError(f"NER bundle is not usable: {exc}") from exc
 
 
 def load_metadata(folder: Path) -> dict[str, Any]:
@@ -188,7 +254,9 @@ class NerTagger:
     ) -> None:
         if not 0 < threshold < 1:
             raise ValueError("threshold must lie between 0 and 1")
-        self.folder = bundle_dir(bundle)
+        #: Which model this is (shipped files, a registry version by alias, or a folder).
+        self.model_ref = bundle_ref(bundle)
+        self.folder = self.model_ref.path
         self.metadata = load_metadata(self.folder)
         self.threshold = threshold
         self.batch_size = batch_size
