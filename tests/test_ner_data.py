@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import subprocess
 import sys
 
@@ -12,7 +14,17 @@ from hypothesis import strategies as st
 
 from pipeline.text.spans import ENTITIES
 from training.ner.config import NerConfigError, load_config
-from training.ner.data import data_hash, generate, make_splits, name_like_clinical_words
+from training.ner.data import (
+    _SLOT,
+    ENTITY_ORDER,
+    SLOT_ENTITY,
+    _Maker,
+    _mixed,
+    data_hash,
+    generate,
+    make_splits,
+    name_like_clinical_words,
+)
 
 SIZES = {"train": 60, "validation": 20, "test": 30}
 
@@ -96,3 +108,21 @@ def test_data_hash_does_not_depend_on_the_string_hash_seed() -> None:
                              check=True, timeout=120, env={**os.environ, "PYTHONHASHSEED": seed})
         hashes.add(out.stdout.strip().splitlines()[-1])
     assert len(hashes) == 1
+
+
+def test_values_of_one_entity_are_never_joined_by_a_bare_space() -> None:
+    maker = _Maker(random.Random(21))
+    for _ in range(3000):
+        template = _mixed(maker)
+        slots = [(m, SLOT_ENTITY.get(m.group(1), m.group(1))) for m in _SLOT.finditer(template)]
+        for (before, entity), (after, other) in itertools.pairwise(slots):
+            if entity == other and entity in ENTITY_ORDER:
+                assert template[before.end():after.start()].strip(), entity
+
+
+@pytest.mark.parametrize(("slot", "may_be_a_city"), [("ADDRESS", False), ("LOCATION", True)])
+def test_a_context_free_address_is_never_a_lone_city(slot: str, may_be_a_city: bool) -> None:
+    maker = _Maker(random.Random(5))
+    cities = {fake.city() for fake in maker.fakers for _ in range(200)}
+    values = {maker.value(slot) for _ in range(600)}
+    assert bool(values & cities) is may_be_a_city

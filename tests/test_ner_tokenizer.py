@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
@@ -39,8 +41,6 @@ def test_labels_follow_the_spans_and_decode_back_to_them() -> None:
         probs = [[0.0] * len(LABELS) for _ in labels]
         for row, lab in zip(probs, labels, strict=True):
             row[0 if lab == IGNORE else lab] = 1.0
-        import numpy as np
-
         found = decode(np.array(probs).reshape(len(labels), len(LABELS)),
                        trim_offsets(ex.text, enc.offsets), LABELS, 0.5, ex.text)
         assert [(s, e, ent) for s, e, ent, _ in found] == list(ex.spans)
@@ -55,3 +55,22 @@ def test_whitespace_tokens_are_ignored() -> None:
     assert starts == [12]
     assert all(lab == IGNORE for (s, e), lab in zip(trim_offsets(text, enc.offsets), labels,
                                                      strict=True) if s == e)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("Tel:+39 0549 555224", "+39 0549 555224"),
+    ("Fax #+31(0)727-284636", "+31(0)727-284636"),
+    ("call (+33 1 56 56 04 01)", "+33 1 56 56 04 01"),
+    ("seen - (0115) 4960444).", "(0115) 4960444"),
+])
+def test_a_span_starting_inside_a_punctuation_run_decodes_exactly(text: str, value: str) -> None:
+    tok = _tokenizer()
+    start = text.index(value)
+    spans = [(start, start + len(value), "PHONE")]
+    enc = tok.encode(text, add_special_tokens=False)
+    labels = bio_labels(text, enc.offsets, spans)
+    probs = np.zeros((len(labels), len(LABELS)))
+    for row, lab in zip(probs, labels, strict=True):
+        row[0 if lab == IGNORE else lab] = 1.0
+    found = decode(probs, trim_offsets(text, enc.offsets), LABELS, 0.5, text)
+    assert [(s, e, ent) for s, e, ent, _ in found] == spans

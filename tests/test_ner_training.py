@@ -14,7 +14,7 @@ from pipeline.text.ner import NerTagger
 from training.ner.data import generate
 from training.ner.model import build_model, collate, export_onnx, parity
 from training.ner.tokenizer import encode, special_ids, train_tokenizer
-from training.ner.train import run
+from training.ner.train import lr_factor, run
 
 TINY_MODEL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
               "dropout": 0.0}
@@ -73,3 +73,17 @@ def test_run_writes_a_loadable_bundle_with_metrics(tmp_path: Path) -> None:
     assert "## Limitations" in result.model_card.read_text()
     tagger = NerTagger(tmp_path)
     assert all(isinstance(spans, tuple) for spans in tagger.tag_many(["CT CHEST", ""]))
+
+
+@pytest.mark.parametrize(("step", "time_used", "expected"), [
+    (0, 0.0, 0.1),      # warm-up: (step + 1) / warmup
+    (9, 0.0, 1.0),      # end of warm-up
+    (55, 0.0, 0.5),     # half the decay steps left, time to spare
+    (55, 0.8, 0.2),     # the time budget runs out first
+    (100, 0.1, 0.0),    # all steps done
+    (30, 1.5, 0.0),     # time spent: never negative
+])
+def test_learning_rate_decays_by_steps_or_time_whichever_ends_first(
+    step: int, time_used: float, expected: float
+) -> None:
+    assert lr_factor(step, 100, 10, time_used) == pytest.approx(expected)

@@ -59,15 +59,18 @@ def write_bundle_files(out_dir: Path, cfg: NerConfig, tokenizer: Tokenizer,
         "labels": list(LABELS),
         "entities": list(ENTITY_ORDER),
         "preprocessing": {
-            "tokenizer": "tokenizer.json", "type": "byte-level BPE",
+            "tokenizer": "tokenizer.json",
+            "type": "byte-level BPE, each punctuation mark a token of its own",
             "add_special_tokens": "manually: [CLS] ids [SEP]",
             "max_length": cfg.model.max_length, "window": window,
             "window_stride": window // 2,
             **special_ids(tokenizer),
         },
         "postprocessing": {"threshold": cfg.threshold,
-                           "method": "token is PHI when 1 - P(O) >= threshold; entity = "
-                                     "argmax of P(B-X) + P(I-X); span starts on B or new entity"},
+                           "method": "tokens of one word (touching letters or digits) take "
+                                     "their mean probabilities; token is PHI when 1 - P(O) >= "
+                                     "threshold; entity = argmax of P(B-X) + P(I-X); span "
+                                     "starts on B or new entity"},
         "architecture": {"class": "BertForTokenClassification", **cfg.model.model_dump(),
                          "vocab_size": tokenizer.get_vocab_size(),
                          "parameters": params["parameters"]},
@@ -105,7 +108,8 @@ def _card(meta: dict[str, Any]) -> str:
         f"{arch['num_heads']} heads, {arch['parameters']} parameters, max length "
         f"{arch['max_length']} tokens.",
         f"- Byte-level BPE tokenizer ({arch['vocab_size']} tokens) trained on the training "
-        "split only; no unknown tokens.",
+        "split only; no unknown tokens; each punctuation mark is a token of its own, so a "
+        "span may start or end at any mark (`Tel:+39...`).",
         f"- Labels: BIO over {', '.join(meta['entities'])} ({len(meta['labels'])} labels).",
         f"- ONNX single file, opset per config; ONNX Runtime vs PyTorch max abs logit "
         f"difference {train.get('parity_max_abs_diff', float('nan')):.2e}.", "",
@@ -116,7 +120,9 @@ def _card(meta: dict[str, Any]) -> str:
         "strings with OCR noise (`^` read as `~`, dropped spaces, 0/O 1/l/I 5/S 8/B "
         "confusions, case changes). Values from Faker; clinical words that are also names "
         "(eponyms, vocabulary of `pipeline.text.vocabulary`) appear as negatives; ages of "
-        "89 and under appear as negatives.",
+        "89 and under appear as negatives. A place with no key or context before it is a "
+        "street or full address, never a lone city (Faker makes many cities from "
+        "surnames), and two values of one entity are never joined by a bare space.",
         f"Sizes {train['sizes']}; data seed {train['data_seed']} (validation +1, test +2, "
         "test also uses held-out templates); data sha256 `" + train["data_hash"] + "`.", "",
         "## Training", "",
@@ -128,7 +134,7 @@ def _card(meta: dict[str, Any]) -> str:
         "Path('out'))\"`.", "",
         "## Metrics", "",
         "Entity-level exact character spans. Test: held-out split measured through the ONNX "
-        "runtime tagger (sliding windows).", "",
+        "runtime tagger (sliding windows; the tokens of one word are decoded together).", "",
     ]
     for split in ("test", "validation"):
         if split in meta["metrics"]:

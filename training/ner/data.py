@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -31,6 +32,11 @@ _CONFUSABLE = {"0": "O", "O": "0", "1": "l", "l": "1", "I": "l", "5": "S", "S": 
 _NOISY_KINDS = frozenset({"ocr"})
 #: Share of free-form examples (keyed values and filler in random order) in every split.
 MIXED_SHARE = 0.35
+#: Slots that make a value of an entity in a restricted form. ``ADDRESS`` is a LOCATION
+#: that is a street or full address, never a lone city: several Faker locales (fr_FR,
+#: es_ES, pt_BR) make a third to a half of their cities from surnames, so a city with no
+#: key or context before it is a name as often as a place and its label cannot be learnt.
+SLOT_ENTITY = {"ADDRESS": "LOCATION"}
 
 
 @dataclass(frozen=True)
@@ -131,11 +137,11 @@ class _Maker:
             city, last = fake.city(), fake.last_name()
             return rng.choice(self.formats["institution"]).format(
                 city=city, CITY=city.upper(), last=last, company=fake.company())
-        if slot == "LOCATION":
-            choice = rng.random()
+        if slot in ("LOCATION", "ADDRESS"):
+            choice = rng.random() if slot == "LOCATION" else rng.random() * 0.75
             if choice < 0.5:
                 return ", ".join(fake.address().splitlines())
-            return fake.city() if choice < 0.75 else fake.street_address()
+            return fake.street_address() if choice < 0.75 else fake.city()
         if slot == "PHONE":
             return str(fake.phone_number())
         if slot == "EMAIL":
@@ -183,7 +189,8 @@ def render(template: str, maker: _Maker, kind: str) -> Example:
         segments.append((template[pos:m.start()], None))
         slot = m.group(1)
         value = maker.value(slot).strip()
-        segments.append((value, slot if slot in ENTITY_ORDER else None))
+        label = SLOT_ENTITY.get(slot, slot)
+        segments.append((value, label if label in ENTITY_ORDER else None))
         pos = m.end()
     segments.append((template[pos:], None))
     case = rng.random()
@@ -225,27 +232,36 @@ def _plain_words() -> tuple[str, ...]:
 
 
 def _mixed(maker: _Maker) -> str:
-    """A free-form template: keyed PHI values and filler in random order and punctuation."""
+    """A free-form template: keyed PHI values and filler in random order and punctuation.
+
+    A value with no key is never a lone city (``{ADDRESS}``), and one that follows a
+    value of the same entity is set apart by punctuation: two IDs or two institutions
+    joined by a bare space read as one value, so their gold split could not be learnt.
+    """
     rng, vocab = maker.rng, vocabulary()
-    parts: list[str] = []
+    parts: list[tuple[str, str | None, bool]] = []  # (text, entity, starts with a key)
     for _ in range(rng.randint(1, 6)):
         roll = rng.random()
         if roll < 0.45:
             entity = rng.choice(ENTITY_ORDER)
             key = rng.choice(vocab["keys"][entity]) + rng.choice(vocab["separators"])
-            parts.append((key if rng.random() < 0.7 else "") + "{" + entity + "}")
+            keyed = rng.random() < 0.7
+            slot = "ADDRESS" if entity == "LOCATION" and not keyed else entity
+            parts.append(((key if keyed else "") + "{" + slot + "}", entity, keyed))
         elif roll < 0.75:
             words = [rng.choice(_plain_words()) for _ in range(rng.randint(1, 4))]
             style = rng.random()
-            parts.append(" ".join(w.lower() if style < 0.4 else w if style < 0.7 else w.title()
-                                  for w in words))
+            parts.append((" ".join(w.lower() if style < 0.4 else w if style < 0.7
+                                   else w.title() for w in words), None, False))
         else:
             slot = rng.choice(("mod", "body", "proc", "finding", "reason", "history", "eponym",
                                "clin", "time", "num", "AGE_YOUNG", "action", "station"))
-            parts.append("{" + slot + "}")
-    text = parts[0]
-    for part in parts[1:]:
-        text += rng.choice(vocab["joiners"]) + part
+            parts.append(("{" + slot + "}", None, False))
+    text = parts[0][0]
+    marked = [j for j in vocab["joiners"] if j.strip()]
+    for (_, before, _), (part, after, keyed) in itertools.pairwise(parts):
+        same = after is not None and after == before and not keyed
+        text += rng.choice(marked if same else vocab["joiners"]) + part
     if rng.random() < 0.3:
         text += rng.choice((".", ")", ";", ",", " ."))
     return text.replace("\t", " ")

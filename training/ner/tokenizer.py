@@ -1,14 +1,16 @@
 """The byte-level BPE tokenizer (trained on the training split) and BIO label alignment.
 
 Byte-level BPE has every byte in its alphabet, so OCR noise and unusual characters
-never turn into unknown tokens.
+never turn into unknown tokens. Every punctuation mark is a token of its own: the
+byte-level rule alone keeps runs such as ``:+`` or ``#+`` in one token, so a span that
+starts inside the run (``Tel:+39 ...``) could never be tagged exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from pipeline.text.ner import trim_offsets
 from training.ner.data import ENTITY_ORDER, Example
@@ -17,12 +19,17 @@ SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[CLS]", "[SEP]", "[UNK]")
 #: Label names: ``O`` then ``B-X`` and ``I-X`` per entity.
 LABELS: tuple[str, ...] = ("O", *(f"{p}-{e}" for e in ENTITY_ORDER for p in ("B", "I")))
 IGNORE = -100
+#: One punctuation or symbol character (neither space, letter nor digit).
+_PUNCT = r"[^\s\p{L}\p{N}]"
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
     """Train a byte-level BPE tokenizer on ``texts``."""
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_PUNCT), "isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency,

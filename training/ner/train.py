@@ -69,6 +69,16 @@ def predict_spans(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: 
     return out
 
 
+def lr_factor(step: int, total: int, warmup: int, time_used: float) -> float:
+    """Learning-rate factor: linear warm-up, then linear decay to 0 at ``total`` steps or
+    when the time budget is spent (``time_used`` reaches 1), whichever comes first.
+
+    A run cut by ``max_minutes`` on a busy machine so still ends with a small rate.
+    """
+    left = min((total - step) / max(1, total - warmup), 1.0 - time_used)
+    return min((step + 1) / warmup, max(0.0, left))
+
+
 def _fit(model: Any, train_rows: Rows, val: Sequence[Example], tokenizer: Any,
          cfg: NerConfig, device: torch.device) -> tuple[list[dict[str, float]], dict[str, Any]]:
     """Train with early stopping; load the best weights; return history and run facts."""
@@ -81,11 +91,13 @@ def _fit(model: Any, train_rows: Rows, val: Sequence[Example], tokenizer: Any,
         total = min(total, tc.max_steps)
     warmup = max(1, int(total * tc.warmup_ratio))
     optim = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    started, budget = time.monotonic(), tc.max_minutes * 60
+
     sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+        optim, lambda s: lr_factor(s, total, warmup, (time.monotonic() - started) / budget))
     history: list[dict[str, float]] = []
     best: tuple[float, dict[str, torch.Tensor] | None] = (-1.0, None)
-    bad, step, started, stop = 0, 0, time.monotonic(), ""
+    bad, step, stop = 0, 0, ""
     running: list[float] = []
     every = tc.eval_every or steps_per_epoch
     for epoch in range(tc.epochs):
@@ -107,7 +119,7 @@ def _fit(model: Any, train_rows: Rows, val: Sequence[Example], tokenizer: Any,
                 running = []
             if step >= total:
                 stop = "max steps"
-            if time.monotonic() - started > tc.max_minutes * 60:
+            if time.monotonic() - started > budget:
                 stop = "time limit"
             if step % every == 0 or stop:
                 f1 = entity_scores([e.spans for e in val],
