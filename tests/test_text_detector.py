@@ -156,3 +156,43 @@ def test_runtime_detector_never_imports_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+
+
+def solid_and_ragged() -> np.ndarray:
+    """A map with a solid confident kernel (a text line) and a ragged, half-believed
+    component (texture): the first has a confident core, the second almost none."""
+    prob = np.zeros((60, 140), dtype=np.float32)
+    prob[10:18, 10:90] = 0.97
+    ragged = np.where(np.indices((20, 40)).sum(axis=0) % 7 == 0, 0.95, 0.76)
+    prob[32:52, 20:60] = ragged
+    return prob
+
+
+@pytest.mark.parametrize(("min_core", "expected"), [(0.0, 2), (0.25, 1), (0.75, 1), (1.0, 1)])
+def test_min_core_drops_components_without_a_confident_core(
+    min_core: float, expected: int
+) -> None:
+    found = kernel_boxes(solid_and_ragged(), thresh=0.6, box_thresh=0.7, shrink=SHRINK,
+                         pad=0, min_size=2, min_core=min_core)
+    assert len(found) == expected
+    if expected == 1:
+        assert found[0][1] < 18  # the solid bar is the one kept
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.0, 1.0), st.floats(0.3, 0.8))
+def test_min_core_only_ever_removes_boxes(seed: int, min_core: float, thresh: float) -> None:
+    rng = np.random.default_rng(seed)
+    prob = np.clip(rng.random((40, 64), dtype=np.float32) * 1.3, 0, 1).astype(np.float32)
+    strict = kernel_boxes(prob, thresh=thresh, box_thresh=thresh, shrink=SHRINK, pad=1.0,
+                          min_size=1, min_core=min_core)
+    lenient = kernel_boxes(prob, thresh=thresh, box_thresh=thresh, shrink=SHRINK, pad=1.0,
+                           min_size=1)
+    assert set(strict) <= set(lenient)
+
+
+def test_bundle_without_min_core_keeps_every_component(detector: VeilTextDetector) -> None:
+    post = detector.metadata["postprocessing"]
+    assert detector.min_core == float(post.get("min_core", 0.0))
+    if "min_core" not in post:  # bundles before the core filter: nothing more is dropped
+        assert detector.min_core == 0.0

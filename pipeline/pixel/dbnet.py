@@ -27,6 +27,8 @@ from pipeline.registry import ModelRef, resolve_bundle
 logger = logging.getLogger(__name__)
 
 BUNDLE = "text-detector"
+#: Probability at or above which a kernel pixel is confident (see ``min_core``).
+CORE = 0.9
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
@@ -52,6 +54,46 @@ def prepare(grey: np.ndarray, multiple_of: int) -> np.ndarray:
     return np.ascontiguousarray(norm[None, None])
 
 
+def kernel_components(prob: np.ndarray, thresh: float) -> np.ndarray:
+    """The 8-connected components of ``prob > thresh`` as rows ``(x, y, w, h, area, mean
+    probability, share of pixels at or above CORE)`` (float64, one row per component)."""
+    import cv2
+
+    binary = (prob > thresh).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if count <= 1:
+        return np.zeros((0, 7), dtype=np.float64)
+    flat = labels.ravel()
+    sums = np.bincount(flat, weights=prob.ravel().astype(np.float64), minlength=count)
+    cores = np.bincount(flat, weights=prob.ravel() >= CORE, minlength=count)
+    area = np.maximum(stats[1:, 4].astype(np.float64), 1.0)
+    return np.column_stack([stats[1:].astype(np.float64), sums[1:] / area, cores[1:] / area])
+
+
+def grow_boxes(
+    components: np.ndarray,
+    shape: tuple[int, ...],
+    *,
+    box_thresh: float,
+    shrink: float,
+    pad: float,
+    min_size: int,
+    min_core: float = 0.0,
+) -> list[tuple[float, float, float, float, float]]:
+    """Boxes ``(x0, y0, x1, y1, score)`` of the components (see :func:`kernel_boxes`) that
+    pass the filters, in a map of ``shape`` (rows, cols)."""
+    rows, cols = shape[0], shape[1]
+    factor = shrink / (1.0 - 2.0 * shrink)
+    boxes = []
+    for x, y, w, h, _, score, core in components.tolist():
+        if min(w, h) < min_size or score < box_thresh or core < min_core:
+            continue
+        grow = factor * min(w, h) + pad
+        boxes.append((max(x - grow, 0.0), max(y - grow, 0.0), min(x + w + grow, float(cols)),
+                      min(y + h + grow, float(rows)), float(score)))
+    return boxes
+
+
 def kernel_boxes(
     prob: np.ndarray,
     *,
@@ -60,33 +102,20 @@ def kernel_boxes(
     shrink: float,
     pad: float,
     min_size: int,
+    min_core: float = 0.0,
 ) -> list[tuple[float, float, float, float, float]]:
     """Kernel map to boxes ``(x0, y0, x1, y1, score)`` (map pixels, exclusive ends, clipped).
 
     Each 8-connected component of ``prob > thresh`` whose smaller side is at least
-    ``min_size`` and whose mean probability is at least ``box_thresh`` gives one box: its
-    bounding box grown on every side by ``shrink / (1 - 2 * shrink)`` times its smaller
-    side plus ``pad`` (the inverse of the training targets' shrink).
+    ``min_size``, whose mean probability is at least ``box_thresh`` and whose share of
+    pixels at or above :data:`CORE` (its confident core) is at least ``min_core`` gives one
+    box: its bounding box grown on every side by ``shrink / (1 - 2 * shrink)`` times its
+    smaller side plus ``pad`` (the inverse of the training targets' shrink). A text kernel
+    is a solid, confident bar; texture the network half-believes (speckle, tissue edges)
+    gives ragged components with little confident core.
     """
-    import cv2
-
-    binary = (prob > thresh).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if count <= 1:
-        return []
-    sums = np.bincount(labels.ravel(), weights=prob.ravel().astype(np.float64), minlength=count)
-    rows, cols = prob.shape
-    factor = shrink / (1.0 - 2.0 * shrink)
-    boxes = []
-    for label in range(1, count):
-        x, y, w, h, area = (int(v) for v in stats[label])
-        score = float(sums[label] / max(area, 1))
-        if min(w, h) < min_size or score < box_thresh:
-            continue
-        grow = factor * min(w, h) + pad
-        boxes.append((max(x - grow, 0.0), max(y - grow, 0.0), min(x + w + grow, float(cols)),
-                      min(y + h + grow, float(rows)), score))
-    return boxes
+    return grow_boxes(kernel_components(prob, thresh), prob.shape, box_thresh=box_thresh,
+                      shrink=shrink, pad=pad, min_size=min_size, min_core=min_core)
 
 
 class VeilTextDetector:
@@ -124,6 +153,8 @@ class VeilTextDetector:
             self.shrink = float(post["shrink"])
             self.pad = float(post["pad"])
             self.min_size = int(post["min_size"])
+            # bundles before 1.1.0 have no core filter: 0 keeps every component
+            self.min_core = float(post.get("min_core", 0.0))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelBundleError(
                 f"model bundle {bundle!r}: metadata incomplete ({type(exc).__name__})"
@@ -174,7 +205,8 @@ class VeilTextDetector:
                         y1=math.ceil(y1), score=score)
                 for x0, y0, x1, y1, score in kernel_boxes(
                     prob, thresh=self.thresh, box_thresh=self.box_thresh,
-                    shrink=self.shrink, pad=self.pad, min_size=self.min_size)
+                    shrink=self.shrink, pad=self.pad, min_size=self.min_size,
+                    min_core=self.min_core)
             ]
             logger.debug("detected %d text boxes", len(boxes))
             results.append(boxes)

@@ -29,6 +29,13 @@ class DataConfig(_Strict):
     crop: int = Field(default=192, ge=32, le=1024)
     text_crop_share: float = Field(default=0.75, ge=0, le=1)
     shrink: float = Field(default=0.25, gt=0, lt=0.5)
+    #: Share of training crops that are generated text-free structure
+    #: (:mod:`training.detector.negatives`): speckle, markers, rulers, edges.
+    negative_share: float = Field(default=0.0, ge=0, lt=1)
+    #: Corpus files on these backgrounds (``Sample.background``) are never used: pydicom's
+    #: ``examples_rgb_color.dcm`` is a downsampled copy of ``US1_UNCR.dcm``, one of the
+    #: real samples the benchmarks evaluate on.
+    exclude_backgrounds: tuple[str, ...] = ("pydicom:examples_rgb_color.dcm",)
 
 
 class AugmentConfig(_Strict):
@@ -69,6 +76,14 @@ class PostConfig(_Strict):
     box_thresh: float = Field(default=0.6, gt=0, lt=1)
     pad: float = Field(default=1.0, ge=0)
     min_size: int = Field(default=2, ge=1)
+    #: Minimum share of a kernel component's pixels at probability >= 0.9.
+    min_core: float = Field(default=0.0, ge=0, le=1)
+    #: Generated text-free views (:func:`training.detector.tune.negative_views`) added to
+    #: the validation views when tuning: what is detected on them is over-detection.
+    negatives: int = Field(default=0, ge=0)
+    #: Tuning objective: the highest validation box recall first, then the least
+    #: over-detection (False: recall - OVER_WEIGHT * over-detection).
+    recall_first: bool = False
     tune: bool = True
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.errors import VeilError
 from training.detector.config import AugmentConfig, DataConfig
+from training.detector.negatives import negative_crop
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def corpus_views(data: DataConfig, split: str, count: int) -> list[ViewSample]:
     while files < count:
         sample, ds, _ = make_sample(index, data.seed)
         index += 1
-        if sample.split != split:
+        if sample.split != split or sample.background in data.exclude_backgrounds:
             continue
         files += 1
         rendered = list(views(ds))
@@ -147,10 +148,14 @@ class CropSampler:
         return images, tgts, weights
 
     def one(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One crop: scaled, shifted, then contrast, polarity, blur and noise."""
+        """One crop: scaled, shifted (or a generated negative, ``data.negative_share`` of the
+        time), then contrast, polarity, blur and noise."""
         import cv2
 
         rng, aug, crop = self.rng, self.augment, self.data.crop
+        if self.data.negative_share and rng.random() < self.data.negative_share:
+            empty = np.zeros((crop, crop), np.float32)
+            return self.photometric(negative_crop(crop, rng)), empty, np.ones_like(empty)
         sample = self.samples[int(rng.integers(len(self.samples)))]
         rows, cols = sample.image.shape
         scale = float(np.exp(rng.uniform(np.log(aug.scale_min), np.log(aug.scale_max))))
@@ -168,6 +173,13 @@ class CropSampler:
                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         boxes = (sample.boxes - np.array([left, top, left, top], np.float32)) * scale
         target, weight = targets(boxes, (crop, crop), self.data.shrink)
+        return self.photometric(image), target, weight
+
+    def photometric(self, image: np.ndarray) -> np.ndarray:
+        """Polarity, contrast, brightness, blur and noise; float32 in [-1, 1]."""
+        import cv2
+
+        rng, aug = self.rng, self.augment
         if rng.random() < aug.invert:
             image = 255.0 - image
         mean = float(image.mean())
@@ -177,5 +189,5 @@ class CropSampler:
             image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.4, 1.0)))
         if aug.noise_max > 0:
             image = image + rng.normal(0, rng.uniform(0, aug.noise_max), image.shape)
-        image = np.clip(image, 0, 255).astype(np.float32) * np.float32(2 / 255) - 1
-        return image, target, weight
+        out: np.ndarray = np.clip(image, 0, 255).astype(np.float32) * np.float32(2 / 255) - 1
+        return out

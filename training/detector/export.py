@@ -15,6 +15,7 @@ import torch
 from pipeline.errors import VeilError
 from pipeline.pixel.dbnet import prepare
 from training.detector.config import DetectorConfig, ModelConfig
+from training.detector.tune import METHOD
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +128,10 @@ def write_bundle(out_dir: Path, config: DetectorConfig, post: dict[str, float],
                           "formula": "x / 255 * 2 - 1", "resize": "none (run on the view)",
                           "pad": "edge, bottom and right",
                           "multiple_of": multiple_of(config.model)},
-        "postprocessing": {"method": "binarise at thresh, 8-connected components, mean "
-                                     "probability >= box_thresh, bounding box grown by "
-                                     "shrink/(1-2*shrink)*smaller side + pad",
+        "postprocessing": {"method": METHOD,
                            "thresh": post["thresh"], "box_thresh": post["box_thresh"],
                            "shrink": config.data.shrink, "pad": post["pad"],
-                           "min_size": config.post.min_size},
+                           "min_size": int(post["min_size"]), "min_core": post["min_core"]},
         "training": {"data_seed": data_seed, "data_sha256": data_hash,
                      "splits": "training.pixel_corpus train (fit) and validation (tuning) "
                                f"of seed {data_seed}; never seed 7 (benchmarks)",
@@ -149,6 +148,8 @@ def model_card(metadata: dict[str, Any]) -> str:
     """The bundle's README (model card) from its metadata."""
     m = metadata["metrics"]
     post = metadata["postprocessing"]
+    params = metadata["training"]["params"]
+    excluded = params.get("exclude_backgrounds", [])
     rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in sorted(m.items()))
     return f"""# Veil text detector ({metadata['registered_name']} {metadata['version']})
 
@@ -165,16 +166,23 @@ selected by the profile setting `pixel.detector: veil-text-detector`.
   {metadata['preprocessing']['multiple_of']}: grey `x / 255 * 2 - 1`, edge-padded.
 - Output `probability` float32 (batch, 1, H, W).
 - Post-processing: thresh {post['thresh']}, box_thresh {post['box_thresh']}, pad
-  {post['pad']} px, min_size {post['min_size']} px.
+  {post['pad']} px, min_size {post['min_size']} px, min_core {post.get('min_core', 0.0)}
+  (share of a kernel's pixels at probability >= 0.9).
 
 ## Training data
 
 Synthetic burned-in corpus (`training.pixel_corpus`, Faker identities, Pillow fonts,
 phantom and pydicom test-file backgrounds), seed {metadata['training']['data_seed']}:
 train split to fit, validation split to tune the post-processing and for the figures
-below. Never the benchmarks' seed 7 (their held-out corpus). Each file is rendered through
-`pipeline.pixel.frames.views` as at run time. Augmentation: scale, contrast, brightness,
-polarity, blur, Gaussian noise. Data sha256 `{metadata['training']['data_sha256']}`.
+below. Never the benchmarks' seed 7 (their held-out corpus), never the real samples of
+`benchmarks.bench_real`: files drawn on a background that is a copy of one of them are
+skipped ({', '.join(excluded) or 'none'}). Each file is rendered through
+`pipeline.pixel.frames.views` as at run time. Hard negatives: a share
+{params.get('negative_share', 0.0)} of the training crops is generated text-free
+structure (`training.detector.negatives`: ultrasound-like speckle, tissue bands, cysts,
+sector and image edges, dots, rulers, crosses, outlined shapes). Augmentation: scale,
+contrast, brightness, polarity, blur, Gaussian noise. Data sha256
+`{metadata['training']['data_sha256']}`.
 Reproduce: `veil train detector --config training/configs/detector.yaml`.
 
 ## Metrics (validation views; the full pixel chain: `python -m benchmarks.bench_detectors`)
@@ -196,5 +204,7 @@ decision can redact them; recall matters more than precision.
   learned.
 - Boxes are axis-aligned; adjacent lines closer than about a third of their height can
   merge into one box.
-- Image structures resembling text (rulers, tick labels, dense texture) can be detected.
+- Image structures resembling text (rulers, tick labels, dense texture) can be detected;
+  components without a confident core (``min_core``) are dropped, which removes most
+  speckle and tissue-edge responses on real ultrasound.
 """

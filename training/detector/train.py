@@ -1,16 +1,14 @@
 """Train the text detector: ``run(config, out_dir) -> TrainResult``.
 
 Seeded end to end (data, crops, initialisation); CUDA when available, else CPU with
-``optim.threads`` threads. After training the post-processing thresholds are tuned on
-the validation views (grid search), the network is exported to ONNX (parity-checked)
-and the bundle is written to ``out_dir``.
+``optim.threads`` threads. After training the post-processing is tuned on the
+validation views and generated text-free views (grid search, :mod:`training.detector.tune`),
+the network is exported to ONNX (parity-checked) and the bundle is written to ``out_dir``.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import random
 import time
 from pathlib import Path
@@ -19,21 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.pixel.dbnet import kernel_boxes, prepare
+from pipeline.pixel.dbnet import prepare
 from training.detector.config import DetectorConfig, load_config
 from training.detector.data import CropSampler, ViewSample, corpus_views, data_hash
 from training.detector.export import KernelNet, export_onnx, multiple_of, write_bundle
+from training.detector.tune import negative_views, score, tune
 from training.result import TrainResult
 
 logger = logging.getLogger(__name__)
-
-#: Share of a ground-truth box's pixels inside the detected boxes for it to count as found.
-COVER = 0.95
-#: Weight of over-detection (share of the image area) against recall when tuning.
-OVER_WEIGHT = 5.0
-THRESH_GRID = (0.3, 0.4, 0.5, 0.6)
-BOX_THRESH_GRID = (0.4, 0.5, 0.6, 0.7)
-PAD_GRID = (0.5, 1.5, 2.5)
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -57,47 +48,6 @@ def predict(net: KernelNet, samples: list[ViewSample], step: int,
             batch = torch.from_numpy(prepare(sample.image.astype(np.float32), step)).to(device)
             out.append(net(batch)[0, 0, :rows, :cols].cpu().numpy())
     return out
-
-
-def score(samples: list[ViewSample], probs: list[np.ndarray], post: dict[str, float],
-          shrink: float, min_size: int) -> dict[str, float]:
-    """Box recall and over-detection of the post-processed maps against the truth."""
-    found = total = 0
-    outside = area = 0
-    for sample, prob in zip(samples, probs, strict=True):
-        mask = np.zeros(prob.shape, dtype=bool)
-        for x0, y0, x1, y1, _ in kernel_boxes(prob, thresh=post["thresh"],
-                                              box_thresh=post["box_thresh"], shrink=shrink,
-                                              pad=post["pad"], min_size=min_size):
-            mask[math.floor(y0):math.ceil(y1), math.floor(x0):math.ceil(x1)] = True
-        truth = np.zeros(prob.shape, dtype=bool)
-        for x0, y0, x1, y1 in sample.boxes.astype(int):
-            truth[y0:y1, x0:x1] = True
-            region = mask[y0:y1, x0:x1]
-            total += 1
-            found += bool(region.size) and region.mean() >= COVER
-        outside += int((mask & ~truth).sum())
-        area += mask.size
-    return {"box_recall": found / max(total, 1), "over_detection": outside / max(area, 1)}
-
-
-def tune(samples: list[ViewSample], probs: list[np.ndarray], config: DetectorConfig,
-         ) -> dict[str, float]:
-    """Post-processing maximising recall - OVER_WEIGHT * over-detection on ``samples``."""
-    default = {"thresh": config.post.thresh, "box_thresh": config.post.box_thresh,
-               "pad": config.post.pad}
-    if not config.post.tune:
-        return default
-    best, best_value = default, -math.inf
-    for thresh, box_thresh, pad in itertools.product(THRESH_GRID, BOX_THRESH_GRID, PAD_GRID):
-        if box_thresh < thresh:
-            continue
-        post = {"thresh": thresh, "box_thresh": box_thresh, "pad": pad}
-        m = score(samples, probs, post, config.data.shrink, config.post.min_size)
-        value = m["box_recall"] - OVER_WEIGHT * m["over_detection"]
-        if value > best_value:
-            best, best_value = post, value
-    return best
 
 
 def seed_everything(seed: int) -> None:
@@ -148,6 +98,7 @@ def run(config: dict[str, Any] | str | Path, out_dir: Path) -> TrainResult:
     logger.info("training the text detector on %s", device)
     train = corpus_views(cfg.data, "train", cfg.data.train_files)
     validation = corpus_views(cfg.data, "validation", cfg.data.validation_files)
+    validation += negative_views(cfg)
     digest = data_hash(train)
     net = KernelNet(cfg.model).to(device)
     sampler = CropSampler(train, cfg.data, cfg.augment, cfg.optim.seed)
@@ -155,13 +106,16 @@ def run(config: dict[str, Any] | str | Path, out_dir: Path) -> TrainResult:
     step = multiple_of(cfg.model)
     probs = predict(net, validation, step, device)
     post = tune(validation, probs, cfg)
-    val = score(validation, probs, post, cfg.data.shrink, cfg.post.min_size)
+    val = score(validation, probs, post, cfg.data.shrink)
     metrics = {f"validation_{k}": v for k, v in val.items()}
     metrics["final_loss"] = history[-1]["loss"]
     metrics.update(export_onnx(net, cfg.model, out_dir / "model.onnx", validation[0].image))
     params = {"steps": cfg.optim.steps, "batch_size": cfg.optim.batch_size, "lr": cfg.optim.lr,
               "crop": cfg.data.crop, "train_files": cfg.data.train_files,
               "validation_files": cfg.data.validation_files, "shrink": cfg.data.shrink,
+              "negative_share": cfg.data.negative_share,
+              "exclude_backgrounds": list(cfg.data.exclude_backgrounds),
+              "tune_negatives": cfg.post.negatives,
               "channels": list(cfg.model.channels), "res_units": cfg.model.res_units,
               "device": device.type, "parameters": sum(p.numel() for p in net.parameters()),
               **{f"post_{k}": v for k, v in post.items()}}
