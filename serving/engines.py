@@ -93,10 +93,10 @@ def build_detector(spec: DeploymentSpec) -> Any:
     if spec.model.name == "ppocr-v4":
         if spec.model.source != "shipped":
             raise EngineUnavailableError("ppocr-v4 ships with Veil: use source 'shipped'")
-        from pipeline.pixel.ppocr import DET_BUNDLE, PPOCRDetector, load_bundle
+        from pipeline.pixel.ppocr import PPOCRDetector
 
-        detector = PPOCRDetector(intra_op_num_threads=threads)
-        return _rebind(detector, load_bundle(DET_BUNDLE).model, spec.device, threads)
+        # the session is made on spec.device from the same (folded) graph as in process
+        return PPOCRDetector(intra_op_num_threads=threads, device=spec.device)
     cls = _optional("pipeline.pixel.dbnet", "VeilTextDetector", "the Veil text detector")
     path = bundle_path(spec.model)
     detector = cls(intra_op_num_threads=threads) if path is None else \
@@ -107,11 +107,9 @@ def build_detector(spec: DeploymentSpec) -> Any:
 def build_recognizer(spec: DeploymentSpec) -> Any:
     """The text recognizer a recognizer deployment serves."""
     accel.onnx_providers(spec.device)
-    from pipeline.pixel.ppocr import REC_BUNDLE, PPOCRRecognizer, load_bundle
+    from pipeline.pixel.ppocr import PPOCRRecognizer
 
-    recognizer = PPOCRRecognizer(intra_op_num_threads=spec.intra_op_num_threads)
-    return _rebind(recognizer, load_bundle(REC_BUNDLE).model, spec.device,
-                   spec.intra_op_num_threads)
+    return PPOCRRecognizer(intra_op_num_threads=spec.intra_op_num_threads, device=spec.device)
 
 
 def build_ner(spec: DeploymentSpec) -> Any:
