@@ -31,12 +31,17 @@ from pipeline.distributed import (
     RayOptions,
 )
 from pipeline.distributed.journal import Journal
-from pipeline.distributed.report import write_report_streaming
 from pipeline.distributed.sink import IdempotentFolderSink
 from pipeline.engine import deidentify
 from pipeline.io.atomic import TMP_PREFIX
 from pipeline.io.reader import read_instance
-from pipeline.io.report import FileEntry, JobReport, UsageError, write_report
+from pipeline.io.report import (
+    FileEntry,
+    JobReport,
+    UsageError,
+    write_report,
+    write_report_streaming,
+)
 from pipeline.io.sinks import DuplicateOutputError
 from pipeline.job import run_job
 

@@ -25,7 +25,6 @@ from typing import Any
 from pipeline.distributed.cluster import connect, disconnect
 from pipeline.distributed.journal import Journal, default_state_dir, sources_digest
 from pipeline.distributed.progress import JobProgress, ProgressCallback
-from pipeline.distributed.report import write_report_streaming
 from pipeline.distributed.sink import remove_stale_temporaries
 from pipeline.distributed.worker import EnginesFactory, InstanceWorker, WorkItem
 from pipeline.engine import Pseudonym
@@ -37,6 +36,7 @@ from pipeline.io.report import (
     ModelInfo,
     UsageError,
     write_map,
+    write_report_streaming,
 )
 from pipeline.io.sinks import FolderSink
 from pipeline.io.sources import iter_sources

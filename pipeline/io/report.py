@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,7 @@ __all__ = [
     "write_json_atomic",
     "write_map",
     "write_report",
+    "write_report_streaming",
 ]
 
 Status = Literal["ok", "failed", "skipped", "duplicate"]
@@ -152,8 +153,45 @@ def write_json_atomic(path: str | os.PathLike[str], data: object, *, mode: int =
 
 
 def write_report(report: JobReport, path: str | os.PathLike[str]) -> None:
-    """Write the report (mode 0600: source paths can be PHI)."""
-    write_json_atomic(path, report.model_dump(mode="json"))
+    """Write the report (mode 0600: source paths can be PHI); see :func:`write_report_streaming`."""
+    write_report_streaming(path, report.job, report.files)
+
+
+def write_report_streaming(
+    path: str | os.PathLike[str],
+    info: JobInfo,
+    entries: Iterable[FileEntry | dict[str, Any]],
+    keep: list[FileEntry] | None = None,
+) -> None:
+    """Write ``{"job": ..., "files": [...]}`` atomically (mode 0600), one entry at a time.
+
+    The job part is indented; each file entry is one compact line (a report of a
+    million files stays a million lines, and encoding it stays cheap).
+
+    Parameters
+    ----------
+    entries
+        Entries, or their JSON objects (as ``model_dump(mode="json")`` gives them).
+    keep
+        When given, every entry written is appended to it (as a model) as well.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(handle: BinaryIO) -> None:
+        head = json.dumps({"job": info.model_dump(mode="json")}, indent=2, ensure_ascii=False)
+        handle.write((head[:-2] + ',\n  "files": [').encode("utf-8"))
+        count = 0
+        for entry in entries:
+            data = entry.model_dump(mode="json") if isinstance(entry, FileEntry) else entry
+            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+            handle.write((("," if count else "") + "\n    " + text).encode("utf-8"))
+            count += 1
+            if keep is not None:
+                keep.append(FileEntry.model_validate(entry))
+        handle.write(("\n  ]\n}\n" if count else "]\n}\n").encode("utf-8"))
+
+    atomic_write(target, write, mode=0o600)
 
 
 def write_map(
