@@ -88,6 +88,13 @@ class DeidContext:
             facts = _TAG_FACTS[tag] = (format_tag(tag), keyword)
         self.actions.append(AttributeAction(path, facts[0], facts[1], vr, action, source, note))
 
+    def all_pseudonyms(self) -> list[Pseudonym]:
+        """Every original -> pseudonym pair of the file, the patient's own included."""
+        found = [Pseudonym(kind, orig, new) for (kind, orig), new in self.pseudonyms.items()]
+        if self.subject is None:
+            found.append(Pseudonym("patient", self.patient_key.split("\x00")[1], self.pseudo_id))
+        return found
+
     def remap_uid(self, uid: str) -> str:
         """Keyed UID pseudonym; registered (standard) UIDs are left as they are."""
         if not uid or uid in UID_dictionary:

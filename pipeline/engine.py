@@ -45,6 +45,8 @@ __all__ = ["AttributeAction", "DeidResult", "Pseudonym", "deidentify", "describe
 
 #: Root of Veil's implementation UID (a 2.25 UID derived from the project's name).
 IMPLEMENTATION_UID = "2.25." + str(int.from_bytes(hashlib.sha256(b"veil").digest()[:16], "big"))
+#: Implementation Version Name of every file Veil writes (SH: 16 characters at most).
+IMPLEMENTATION_VERSION = f"VEIL_{__version__}"[:16]
 #: Modalities and SOP classes whose pixels often carry burned-in text.
 _BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XA", "RF", "ES", "DX", "CR", "MG", "IO"})
 _FILE_META_DROP = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
@@ -233,7 +235,7 @@ def _finish(ds: Dataset, compiled: CompiledProfile, ctx: DeidContext) -> None:
         if "SOPClassUID" in ds:
             meta.MediaStorageSOPClassUID = ds.SOPClassUID
         meta.ImplementationClassUID = IMPLEMENTATION_UID
-        meta.ImplementationVersionName = f"VEIL_{__version__}"[:16]
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
 
 
 def deidentify(
@@ -302,14 +304,11 @@ def _deidentify(
     _finish(ds, compiled, ctx)
     if pixel is not None and pixel.requires_review:
         warnings.append("pixel findings under the review threshold: requires review")
-    pseudonyms = [Pseudonym(kind, orig, new) for (kind, orig), new in ctx.pseudonyms.items()]
-    if ctx.subject is None:
-        pseudonyms.append(Pseudonym("patient", ctx.patient_key.split("\x00")[1], ctx.pseudo_id))
     return DeidResult(
         parsed=ds,
         actions=tuple(ctx.actions),
         warnings=tuple(warnings),
-        pseudonyms=tuple(pseudonyms),
+        pseudonyms=tuple(ctx.all_pseudonyms()),
         study_uid=str(ds.StudyInstanceUID),
         series_uid=str(ds.SeriesInstanceUID),
         sop_uid=str(ds.SOPInstanceUID),

@@ -20,19 +20,18 @@ from typing import TypeAlias
 
 from pydicom.datadict import keyword_for_tag
 
-from pipeline import __version__
 from pipeline.actions import (
     DROP,
     TRANSFORMS,
     UNCHANGED,
     DeidContext,
     Items,
-    Pseudonym,
     clean_values,
 )
 from pipeline.engine import (
     _FILE_META_DROP,
     IMPLEMENTATION_UID,
+    IMPLEMENTATION_VERSION,
     DeidResult,
     context_for,
     method_values,
@@ -339,8 +338,8 @@ def _meta(raw: RawFile, sop_class: str | None, sop_uid: str) -> bytes:
     elements[0x00020003] = encode_element(0x00020003, "UI", encode_strings(sop_uid, "UI"))
     elements[0x00020012] = encode_element(0x00020012, "UI",
                                           encode_strings(IMPLEMENTATION_UID, "UI"))
-    version = f"VEIL_{__version__}"[:16]
-    elements[0x00020013] = encode_element(0x00020013, "SH", encode_strings(version, "SH"))
+    elements[0x00020013] = encode_element(0x00020013, "SH",
+                                          encode_strings(IMPLEMENTATION_VERSION, "SH"))
     body = b"".join(elements[tag] for tag in sorted(elements))
     return encode_element(0x00020000, "UL", struct.pack("<I", len(body))) + body
 
@@ -413,13 +412,11 @@ def deidentify_bytes(data: bytes, compiled: CompiledProfile, keyring: Keyring) -
         _meta(raw, sop_class, sop),
         *_serialise(level, raw.implicit),
     ])
-    pseudonyms = [Pseudonym(kind, orig, new) for (kind, orig), new in ctx.pseudonyms.items()]
-    pseudonyms.append(Pseudonym("patient", ctx.patient_key.split("\x00")[1], ctx.pseudo_id))
     return DeidResult(
         parsed=None,
         actions=tuple(ctx.actions),
         warnings=tuple(warnings),
-        pseudonyms=tuple(pseudonyms),
+        pseudonyms=tuple(ctx.all_pseudonyms()),
         study_uid=study,
         series_uid=series,
         sop_uid=sop,

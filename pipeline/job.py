@@ -125,12 +125,12 @@ def process_file(
         # pydicom's warnings quote values; they must not reach the console.
         warnings.simplefilter("ignore")
         try:
-            result = _fast(path, compiled, keyring)
+            result, data = _fast(path, compiled, keyring)
         except Exception as exc:
             return _unexpected(source, "de-identification", exc)
         if result is None:
             try:
-                ds = read_instance(path)
+                ds = read_instance(path, data)
             except InputError as exc:
                 return FileOutcome(source, exc.status, reason=str(exc))
             except Exception as exc:
@@ -158,25 +158,26 @@ def process_file(
 
 def _fast(
     path: str | os.PathLike[str], compiled: CompiledProfile, keyring: Keyring
-) -> DeidResult | None:
-    """The byte-level fast path's result, or None where the general path must run.
+) -> tuple[DeidResult | None, bytes | None]:
+    """The byte-level fast path's result (None where the general path must run), and the
+    file's bytes when they were read (so the general path does not read them again).
 
     The general path (read with pydicom, :func:`pipeline.engine.deidentify`) handles
     every file the fast path does not, and gives the canonical reason for bad ones.
     """
     if not fastpath.applies(compiled):
-        return None
+        return None, None
     try:
         file = Path(path)
         if not file.is_file():
-            return None
+            return None, None
         data = file.read_bytes()
     except OSError:
-        return None
+        return None, None
     try:
-        return fastpath.deidentify_bytes(data, compiled, keyring)
+        return fastpath.deidentify_bytes(data, compiled, keyring), data
     except fastpath.Unsupported:
-        return None
+        return None, data
 
 
 def _with_result(

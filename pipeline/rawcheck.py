@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from pydicom.datadict import tag_for_keyword
 
+from pipeline.io.reader import native_pixel_bytes
 from pipeline.rawfile import NUMBER_SIZES, Element, RawFile, Unsupported
 
 __all__ = ["REQUIRED_UIDS", "check_instance", "check_numbers", "top_text"]
@@ -68,12 +69,9 @@ def check_instance(raw: RawFile, top: dict[int, Element], get: Callable[[str], s
         frames = max(int(get("NumberOfFrames") or 1), 1)
     except ValueError:
         raise Unsupported("number of frames") from None
-    count = geometry["Rows"] * geometry["Columns"] * frames
-    samples, bits = geometry["SamplesPerPixel"] or 1, geometry["BitsAllocated"]
-    if get("PhotometricInterpretation") == "YBR_FULL_422" and samples == 3:
-        expected = count * 2 * (bits // 8)
-    else:
-        expected = (count * samples * bits + 7) // 8
+    expected = native_pixel_bytes(geometry["Rows"] * geometry["Columns"] * frames,
+                                  geometry["SamplesPerPixel"] or 1, geometry["BitsAllocated"],
+                                  get("PhotometricInterpretation"))
     if pixels.end - pixels.value_start < expected:
         raise Unsupported("short pixel data")
     return True

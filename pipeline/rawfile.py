@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.uid import UID
 
+from pipeline.values import ascii_strings
+
 __all__ = [
     "EXPLICIT_LE",
     "IMPLICIT_LE",
@@ -50,8 +52,6 @@ _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": 
                    "SV": "q"}
 #: Nesting deeper than this is refused (a hostile file must not exhaust the stack).
 MAX_DEPTH = 32
-#: String VRs whose value may contain a backslash (single-valued by definition).
-SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
 
 _HEADER = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<I")
@@ -331,13 +331,7 @@ def strings(value: bytes, vr: str) -> list[str]:
     """
     if not value.isascii():
         raise Unsupported("non-ASCII text")
-    text = value.decode("ascii")
-    text = text.rstrip(" \x00") if vr in SINGLE_VALUED else text.strip(" \x00")
-    if not text:
-        return []
-    if vr in SINGLE_VALUED:
-        return [text]
-    return [part.strip(" ") for part in text.split("\\")]
+    return ascii_strings(value, vr)
 
 
 def _header(tag: int, vr: str, length: int, implicit: bool) -> bytes:

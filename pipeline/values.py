@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 #: VRs whose value may contain a backslash (single-valued by definition).
-_SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
 
 
 def split_values(value: object) -> list[str]:
@@ -35,16 +35,24 @@ def element_strings(
 ) -> list[str]:
     """:func:`string_values` when the caller already holds ``ds.get_item(tag)`` as ``raw``."""
     if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) and raw.value.isascii():
-        text = raw.value.decode("ascii")
-        text = text.rstrip(" \x00") if vr in _SINGLE_VALUED else text.strip(" \x00")
-        if not text:
-            return []
-        if vr in _SINGLE_VALUED:
-            return [text]
-        return [part.strip(" ") for part in text.split("\\")]
+        return ascii_strings(raw.value, vr)
     if raw is not None and not isinstance(raw, RawDataElement) and raw.value is None:
         return []
     return split_values(ds[tag].value)
+
+
+def ascii_strings(value: bytes, vr: str) -> list[str]:
+    """The string values of the pure-ASCII bytes ``value`` of a string-VR element.
+
+    Padding is cut; multi-valued VRs split on backslashes (each value trimmed).
+    """
+    text = value.decode("ascii")
+    text = text.rstrip(" \x00") if vr in SINGLE_VALUED else text.strip(" \x00")
+    if not text:
+        return []
+    if vr in SINGLE_VALUED:
+        return [text]
+    return [part.strip(" ") for part in text.split("\\")]
 
 
 def store(ds: Dataset, tag: int, vr: str, values: list[str] | str | None) -> None:

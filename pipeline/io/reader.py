@@ -31,13 +31,16 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _GEOMETRY = ("Rows", "Columns", "BitsAllocated")
 
 
-def read_instance(path: str | os.PathLike[str]) -> Dataset:
+def read_instance(path: str | os.PathLike[str], data: bytes | None = None) -> Dataset:
     """Read ``path`` as a complete DICOM instance.
 
     Parameters
     ----------
     path
         File to read.
+    data
+        The bytes of the regular file ``path`` when the caller has already read them
+        (they are then not read again).
 
     Returns
     -------
@@ -56,7 +59,7 @@ def read_instance(path: str | os.PathLike[str]) -> Dataset:
     with warnings.catch_warnings():
         # pydicom warnings quote the offending values: never let them out.
         warnings.simplefilter("ignore")
-        ds = _parse(path)
+        ds = _parse(path, data)
         _check_not_dicomdir(ds)
         _convert_all(ds)
         _check_uids(ds)
@@ -119,17 +122,10 @@ def withhold_pydicom_log_values() -> None:
         pydicom_log.addFilter(_FILTER)
 
 
-def _parse(path: Path) -> Dataset:
+def _parse(path: Path, data: bytes | None) -> Dataset:
     """Parse the file; a preamble-less dataset is accepted when it has SOP UIDs."""
-    try:
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise InputError("folder that could not be listed")
-        if not stat.S_ISREG(mode):
-            raise InputError("not a regular file", status="skipped")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read file ({type(exc).__name__})") from None
+    if data is None:
+        data = _read(path)
     if not data:
         raise InputError("empty file, not a DICOM file", status="skipped")
     buffer = _TrackingBuffer(data)
@@ -143,6 +139,19 @@ def _parse(path: Path) -> Dataset:
     if buffer.truncated:
         raise InputError("truncated or corrupt file (data ends inside an element or sequence)")
     return ds
+
+
+def _read(path: Path) -> bytes:
+    """The bytes of the regular file ``path``."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise InputError("folder that could not be listed")
+        if not stat.S_ISREG(mode):
+            raise InputError("not a regular file", status="skipped")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read file ({type(exc).__name__})") from None
 
 
 def _parse_raw(buffer: _TrackingBuffer) -> Dataset:
@@ -271,11 +280,15 @@ def _expected_length(ds: Dataset, keyword: str) -> int:
         bits = 32
     elif keyword == "DoubleFloatPixelData":
         bits = 64
-    pixels = rows * columns * frames
-    if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422" and samples == 3:
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    return native_pixel_bytes(rows * columns * frames, samples, bits, photometric)
+
+
+def native_pixel_bytes(pixels: int, samples: int, bits: int, photometric: str) -> int:
+    """Bytes of native pixel data for ``pixels`` pixels (all frames) of the given layout."""
+    if photometric == "YBR_FULL_422" and samples == 3:
         return pixels * 2 * (bits // 8)
-    total_bits = pixels * samples * bits
-    return (total_bits + 7) // 8
+    return (pixels * samples * bits + 7) // 8
 
 
 def _tag_str(tag: BaseTag | int) -> str:
