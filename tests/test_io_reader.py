@@ -210,6 +210,17 @@ def test_broken_value_fails_with_its_tag(tmp_path):
     assert "(0028,0010)" in str(error)
 
 
+def test_broken_file_meta_element_fails_with_its_tag(tmp_path):
+    data = ct_bytes()
+    sop_uid = b"\x02\x00\x03\x00UI"  # Media Storage SOP Instance UID
+    assert data.count(sop_uid) == 1
+    path = tmp_path / "broken-meta.dcm"
+    path.write_bytes(data.replace(sop_uid, b"\x02\x00\x03\x00TI"))  # no such VR
+    error = refused(path)
+    assert error.status == "failed"
+    assert "(0002,0003)" in str(error)
+
+
 @pytest.mark.parametrize("keyword", ["SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"])
 def test_missing_instance_uids_fail(tmp_path, keyword):
     ds = make_ct()

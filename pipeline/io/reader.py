@@ -60,6 +60,9 @@ def read_instance(path: str | os.PathLike[str], data: bytes | None = None) -> Da
         # pydicom warnings quote the offending values: never let them out.
         warnings.simplefilter("ignore")
         ds = _parse(path, data)
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            _convert_all(meta)  # a broken file meta element fails here too, by its tag
         _check_not_dicomdir(ds)
         _convert_all(ds)
         _check_uids(ds)
