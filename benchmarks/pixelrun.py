@@ -29,6 +29,7 @@ import pydicom
 from benchmarks import pixel_metrics as pm
 from benchmarks.bench_gpu import Clock
 from pipeline.errors import VeilError
+from pipeline.profile.loader import DEFAULT_PIXEL
 from training.pixel_corpus import load_or_generate
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ class VeilRun:
             load_profile(profile, options=list(options)))
         self.settings: PixelSettings = self.compiled.profile.pixel
         margin = self.settings.margin
-        self.margin = 2 if margin is None else margin
+        self.margin = int(DEFAULT_PIXEL["margin"]) if margin is None else margin
         self.keyring: Keyring = Keyring.generate()
         self.engines = engines if engines is not None else make_engines(self.settings, detector)
 

@@ -30,6 +30,7 @@ from pipeline.distributed import (
     JournalError,
     RayOptions,
 )
+from pipeline.distributed.batching import BatchSizer
 from pipeline.distributed.journal import Journal
 from pipeline.distributed.sink import IdempotentFolderSink
 from pipeline.engine import deidentify
@@ -191,6 +192,23 @@ else:
         assert all(p.done + p.failed + p.pending == p.total == 24 for p in seen)
         assert [p.done for p in seen] == sorted(p.done for p in seen)
         assert seen[-1].done == 24 and seen[-1].slices_per_s > 0
+
+    @pytest.mark.parametrize(("options", "check"), [
+        # metadata-only files take milliseconds: batches grow past the first size
+        (RayOptions(workers=2), lambda sizes: max(sizes) > BatchSizer.initial),
+        # a target no file can meet: one file a batch once the cost is known
+        (RayOptions(workers=2, target_batch_s=1e-9),
+         lambda sizes: sizes[1] >= 24 - 2 * 2 * BatchSizer.initial),
+        (RayOptions(workers=2, batch_size=3), lambda sizes: set(sizes) <= {3}),
+    ])
+    def test_batches_are_sized_from_the_measured_cost_unless_fixed(
+        ray_address, tmp_path, keyring, cts, options, check
+    ):
+        job = DistributedJob([cts], tmp_path / "out", compiled(), keyring, options=options)
+        report = job.run()
+        assert report.job.counts["ok"] == 24
+        assert sum(size * n for size, n in job.batch_sizes.items()) == 24
+        assert check(job.batch_sizes), dict(job.batch_sizes)
 
     def test_a_killed_worker_is_replaced_and_every_instance_written_once(
         ray_address, tmp_path, keyring, cts

@@ -74,7 +74,7 @@ def test_phi_text_is_redacted_clinical_text_kept_and_findings_reported():
     x0, y0, x1, y1 = cleared.box
     assert (after[y0:y1, x0:x1] == 0).all()  # MONOCHROME2 unsigned: "min" fill is 0
     outside = np.ones_like(before, dtype=bool)
-    outside[max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2] = False  # default margin 2
+    outside[max(y0 - 1, 0):y1 + 1, max(x0 - 1, 0):x1 + 1] = False  # default margin 1
     assert (after[outside] == before[outside]).all()
     assert result.dataset.BurnedInAnnotation == "NO"
     codes = [i.CodeValue for i in result.dataset.DeidentificationMethodCodeSequence]

@@ -31,8 +31,16 @@ def add_distributed_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--resume", action="store_true",
                        help="continue the job journaled in the state folder")
-    group.add_argument("--batch-size", type=int, default=16, metavar="N",
-                       help="instances per Ray task (16)")
+    group.add_argument("--batch-size", type=_batch_size, default=None, metavar="N",
+                       help="instances per Ray task (default: sized as the job runs, "
+                            "about half a second of work per task)")
+
+
+def _batch_size(text: str) -> int:
+    """``--batch-size``: a whole number of instances, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of instances, at least 1")
+    return int(text)
 
 
 def run_distributed(
@@ -43,8 +51,8 @@ def run_distributed(
         if args.resume or args.ray_address or args.state_dir:
             raise UsageError("--resume, --ray-address and --state-dir need --workers N")
         return None
-    if args.workers < 1 or args.batch_size < 1:
-        raise UsageError("--workers and --batch-size must be at least 1")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
     if args.resume and keyring.ephemeral:
         raise UsageError("--resume needs the job's key (--key-file or $VEIL_KEY_FILE)")
     job = DistributedJob(

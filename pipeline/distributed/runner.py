@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.distributed.batching import BatchSizer
 from pipeline.distributed.cluster import connect, disconnect
 from pipeline.distributed.journal import Journal, default_state_dir, sources_digest
 from pipeline.distributed.progress import JobProgress, ProgressCallback
@@ -67,7 +68,10 @@ class RayOptions:
     address
         Cluster address (default ``$RAY_ADDRESS``; neither: embedded local Ray).
     batch_size
-        Instances per task.
+        Instances per task; None (the default): sized as the job runs so that a task
+        takes about ``target_batch_s`` seconds of worker time (:class:`BatchSizer`).
+    target_batch_s, max_batch
+        The adaptive sizing's aim and largest batch.
     max_inflight
         Batches queued or running per worker.
     max_restarts
@@ -79,14 +83,25 @@ class RayOptions:
 
     workers: int = 2
     address: str | None = None
-    batch_size: int = 16
+    batch_size: int | None = None
+    target_batch_s: float = 0.5
+    max_batch: int = 256
     max_inflight: int = 2
     max_restarts: int = 3
     max_attempts: int = 2
 
     def __post_init__(self) -> None:
-        if self.workers < 1 or self.batch_size < 1 or self.max_inflight < 1:
-            raise UsageError("workers, batch size and in-flight batches must be at least 1")
+        if (self.workers < 1 or self.max_inflight < 1 or self.max_batch < 1
+                or (self.batch_size is not None and self.batch_size < 1)):
+            raise UsageError("workers, batch sizes and in-flight batches must be at least 1")
+        if not self.target_batch_s > 0:
+            raise UsageError("the target batch time must be positive")
+
+    def sizer(self) -> BatchSizer:
+        """The batch sizer these options describe."""
+        return BatchSizer(fixed=self.batch_size, target_s=self.target_batch_s,
+                          initial=min(BatchSizer.initial, self.max_batch),
+                          maximum=self.max_batch)
 
 
 class DistributedJob:
@@ -137,6 +152,8 @@ class DistributedJob:
         self._cancel = threading.Event()
         #: the worker actors of the running job (for diagnostics and tests)
         self.actors: list[Any] = []
+        #: how many batches of each size were submitted (for diagnostics and tests)
+        self.batch_sizes: Counter[int] = Counter()
         self._outputs: set[str] = set()
         self._counts: Counter[str] = Counter()
         self._review = 0
@@ -232,17 +249,24 @@ class DistributedJob:
         actors = [spawn() for _ in range(opts.workers)]
         self.actors = actors
         self._models = _worker_models(actors)
-        queue = deque((todo[i:i + opts.batch_size], 1)
-                      for i in range(0, len(todo), opts.batch_size))
+        sizer = opts.sizer()
+        queue: deque[tuple[list[str], int]] = deque()  # lost batches, resubmitted first
+        fresh = 0  # todo[fresh:] is not submitted yet
         inflight: dict[Any, tuple[int, list[str], int]] = {}
         load = [0] * len(actors)
         interrupted = False
         try:
-            while queue or inflight:
-                while queue and not self._cancel.is_set() and min(load) < opts.max_inflight:
+            while queue or fresh < len(todo) or inflight:
+                while ((queue or fresh < len(todo)) and not self._cancel.is_set()
+                       and min(load) < opts.max_inflight):
                     index = load.index(min(load))
-                    batch, attempt = queue.popleft()
+                    if queue:
+                        batch, attempt = queue.popleft()
+                    else:
+                        batch, attempt = todo[fresh:fresh + sizer.size()], 1
+                        fresh += len(batch)
                     inflight[actors[index].process.remote(batch)] = (index, batch, attempt)
+                    self.batch_sizes[len(batch)] += 1
                     load[index] += 1
                 try:
                     ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
@@ -264,10 +288,12 @@ class DistributedJob:
                         actors[index] = spawn()
                         outcomes = self._requeue(batch, attempt, queue)
                     if outcomes:
+                        sizer.observe([o.seconds for o in outcomes])
                         self._accept(outcomes, journal)
                         progress()
                 if self._cancel.is_set():
                     queue.clear()
+                    fresh = len(todo)
         finally:
             for actor in actors:
                 ray.kill(actor, no_restart=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +43,14 @@ class WorkItem:
     requires_review: bool
     pseudonyms: tuple[Pseudonym, ...]
     entry_json: str
+    #: Worker seconds the instance took (sizes the next batches; 0.0 when not measured).
+    seconds: float = 0.0
 
     @classmethod
-    def of(cls, outcome: FileOutcome) -> WorkItem:
+    def of(cls, outcome: FileOutcome, seconds: float = 0.0) -> WorkItem:
         """Convert an outcome (the entry is serialized here, in the worker)."""
         return cls(outcome.source, outcome.status, outcome.output, outcome.requires_review,
-                   outcome.pseudonyms, outcome.entry().model_dump_json())
+                   outcome.pseudonyms, outcome.entry().model_dump_json(), seconds)
 
 
 def default_engines_factory(compiled: CompiledProfile) -> PixelEngines:
@@ -89,12 +92,15 @@ class InstanceWorker:
             self._engines = (engines_factory or default_engines_factory)(compiled)
 
     def process(self, paths: Sequence[str]) -> list[WorkItem]:
-        """De-identify ``paths`` in order; one item each (never raises for bad input)."""
-        return [
-            WorkItem.of(process_file(path, self._sink, self._compiled, self._keyring,
-                                     pixel_engines=self._engines))
-            for path in paths
-        ]
+        """De-identify ``paths`` in order; one item each (never raises for bad input),
+        with the seconds each took."""
+        items = []
+        for path in paths:
+            start = time.perf_counter()
+            outcome = process_file(path, self._sink, self._compiled, self._keyring,
+                                   pixel_engines=self._engines)
+            items.append(WorkItem.of(outcome, time.perf_counter() - start))
+        return items
 
     def models(self) -> list[ModelInfo]:
         """The models this worker's engines run (provenance for the job report)."""

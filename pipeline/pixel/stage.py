@@ -32,6 +32,7 @@ from pipeline.pixel.types import (
     group_regions,
     same_region,
 )
+from pipeline.profile.loader import DEFAULT_PIXEL
 from pipeline.profile.schema import PixelSettings, RegionRule
 from pipeline.text import HeaderContext, PhiTagger
 
@@ -194,7 +195,7 @@ def clean_pixels(
     if not to_redact:  # nothing to fill: the pixel data stays exactly as it was
         ds.BurnedInAnnotation = "NO"
         return PixelOutcome(tuple(findings), None, scanned)
-    margin = settings.margin if settings.margin is not None else 2
+    margin = settings.margin if settings.margin is not None else DEFAULT_PIXEL["margin"]
     result = redact(ds, to_redact, fill=settings.fill or "min", margin=margin, xp=engines.xp)
     return PixelOutcome(tuple(findings), result, scanned)
 
