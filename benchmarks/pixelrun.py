@@ -30,6 +30,7 @@ from benchmarks import pixel_metrics as pm
 from benchmarks.bench_gpu import Clock
 from pipeline.errors import VeilError
 from pipeline.profile.loader import DEFAULT_PIXEL
+from pipeline.profile.schema import TEXT_DETECTORS
 from training.pixel_corpus import load_or_generate
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ __all__ = [
 
 PROFILE = "dicom-basic"
 OPTIONS = ("clean-pixel-data",)
-DETECTORS = ("ppocr-v4", "veil-text-detector")
+DETECTORS = TEXT_DETECTORS
 #: ONNX Runtime intra-op threads per engine: the benchmarks measure one core.
 THREADS = 1
 #: The pixel stage's steps :class:`StageClock` times (name in the stage, stage label).
@@ -102,18 +103,11 @@ def load_split(args: argparse.Namespace) -> tuple[Path, dict[str, Any], list[dic
 def make_detector(name: str, settings: PixelSettings, **options: Any) -> TextDetector:
     """The text detector ``name`` (one of ``DETECTORS``) with the profile's thresholds
     (``options``: further PP-OCRv4 settings, e.g. ``fold=False`` for the exported graph)."""
-    if name == "ppocr-v4":
-        from pipeline.pixel.ppocr import PPOCRDetector
+    from pipeline.pixel.stage import make_detector as build
 
-        return PPOCRDetector(thresh=settings.det_threshold, box_thresh=settings.box_threshold,
-                             intra_op_num_threads=THREADS, **options)
-    if name == "veil-text-detector":
-        from pipeline.pixel.dbnet import VeilTextDetector
-
-        return VeilTextDetector(thresh=settings.det_threshold,
-                                box_thresh=settings.box_threshold,
-                                intra_op_num_threads=THREADS)
-    raise BenchmarkError(f"unknown text detector {name!r}; choose from {DETECTORS}")
+    if name not in DETECTORS:
+        raise BenchmarkError(f"unknown text detector {name!r}; choose from {DETECTORS}")
+    return build(name, settings.det_threshold, settings.box_threshold, THREADS, **options)
 
 
 def make_recognizer(**options: Any) -> TextRecognizer:

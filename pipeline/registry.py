@@ -71,7 +71,8 @@ HOME_ENV = "VEIL_HOME"
 #: Model version tag holding the sha256 of every bundle file, set at registration.
 FILES_TAG = "veil.files_sha256"
 #: Bundles the pixel stage loads per ``pixel.detector`` setting, then the recognizer's.
-DETECTOR_BUNDLES = {"ppocr-v4": "ppocr-v4-det", "veil-text-detector": "text-detector"}
+DETECTOR_BUNDLES = {"ppocr-v4": ("ppocr-v4-det",), "veil-text-detector": ("text-detector",),
+                    "ppocr-v4+veil-text-detector": ("ppocr-v4-det", "text-detector")}
 RECOGNIZER_BUNDLE = "ppocr-v4-rec"
 NER_BUNDLE = "phi-ner"
 
@@ -344,15 +345,21 @@ def engine_refs(engine: object) -> list[ModelRef]:
     """The models an engine runs, as it says itself (its ``model_ref``).
 
     A composite (an object with ``taggers``, such as
-    :class:`~pipeline.text.tagger.CompositeTagger`) runs the models of its members, in
-    order, without repeats; an engine with neither runs no model (a rule-based tagger) or
-    does not say which (a remote client): the caller decides whether that is an error.
+    :class:`~pipeline.text.tagger.CompositeTagger`, or ``members``, such as
+    :class:`~pipeline.pixel.ensemble.UnionDetector`) runs the models of its members, in
+    order, without repeats; so does a remote client of a composite (``model_refs``). An
+    engine with none of these runs no model (a rule-based tagger) or does not say which
+    (a remote client): the caller decides whether that is an error.
     """
     ref = getattr(engine, "model_ref", None)
     if isinstance(ref, ModelRef):
         return [ref]
+    listed = getattr(engine, "model_refs", None)
+    if listed and all(isinstance(r, ModelRef) for r in listed):
+        return list(dict.fromkeys(listed))
     out: list[ModelRef] = []
-    for member in getattr(engine, "taggers", ()) or ():
+    members = getattr(engine, "taggers", ()) or getattr(engine, "members", ()) or ()
+    for member in members:
         out.extend(r for r in engine_refs(member) if r not in out)
     return out
 
@@ -428,8 +435,11 @@ def profile_models(
     """
     bundles: list[str] = []
     if "clean-pixel-data" in profile.options:
-        detector = (profile.pixel.detector if profile.pixel else None) or "ppocr-v4"
-        bundles += [DETECTOR_BUNDLES[detector], RECOGNIZER_BUNDLE]
+        from pipeline.profile.loader import DEFAULT_PIXEL
+
+        detector = (profile.pixel.detector if profile.pixel else None) or \
+            DEFAULT_PIXEL["detector"]
+        bundles += [*DETECTOR_BUNDLES[detector], RECOGNIZER_BUNDLE]
     if profile.text is not None and profile.text.ner:
         bundles.append(NER_BUNDLE)
     return [resolve_bundle(b, alias=alias, tracking_uri=tracking_uri) for b in bundles]

@@ -21,6 +21,7 @@ import numpy as np
 from pipeline.errors import VeilError
 from pipeline.pixel.stage import PixelEngines, engines_for
 from pipeline.pixel.types import Recognition, TextBox
+from pipeline.profile.loader import DEFAULT_PIXEL
 from pipeline.profile.schema import PixelSettings, TextSettings
 from pipeline.registry import ModelRef
 from pipeline.text.context import HeaderContext
@@ -143,19 +144,23 @@ def _handle(name: str, app_name: str) -> Any:
 
 
 def _with_ref(client: Any, handle: Any) -> Any:
-    """Give a client the ``model_ref`` of the model its deployment serves (provenance)."""
+    """Give a client the ``model_ref`` of the model its deployment serves, or the
+    ``model_refs`` of the models a composite deployment serves (provenance)."""
     stats = handle.stats.remote().result(timeout_s=DEFAULT_TIMEOUT_S)
     refs = [ModelRef.from_dict(ref) for ref in stats.get("model_ref") or ()]
-    if len(refs) != 1:
+    if not refs:
         raise ServeUnavailableError(f"the {stats.get('kind')!r} deployment does not say "
                                     "which model it serves")
-    client.model_ref = refs[0]
+    if len(refs) == 1:
+        client.model_ref = refs[0]
+    else:
+        client.model_refs = refs
     return client
 
 
 def _check_detector(settings: PixelSettings, app_name: str) -> None:
     """The deployed detector must be the one the profile asks for."""
-    wanted = settings.detector or "ppocr-v4"
+    wanted = settings.detector or DEFAULT_PIXEL["detector"]
     described = _handle("VeilIngress", app_name).describe.remote().result(
         timeout_s=DEFAULT_TIMEOUT_S)
     deployed = described["detector"]["model"]["name"]

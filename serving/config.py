@@ -16,7 +16,7 @@ from pipeline.errors import VeilError
 
 #: Models each deployment can serve (``model.name``).
 MODELS: dict[str, tuple[str, ...]] = {
-    "detector": ("ppocr-v4", "veil-text-detector"),
+    "detector": ("ppocr-v4", "veil-text-detector", "ppocr-v4+veil-text-detector"),
     "recognizer": ("ppocr-v4",),
     "ner": ("phi-ner",),
 }

@@ -43,8 +43,9 @@ class DetectRequest:
 
 
 #: Bundle folder (``models/<bundle>``, registry name mapping) of each served model.
+#: For PP-OCRv4 joined by ours, the bundle is ours (PP-OCRv4 always ships with Veil).
 BUNDLES = {"ppocr-v4": "ppocr-v4-det", "veil-text-detector": "text-detector",
-           "phi-ner": "phi-ner"}
+           "ppocr-v4+veil-text-detector": "text-detector", "phi-ner": "phi-ner"}
 
 
 def _optional(module: str, attribute: str, what: str) -> Any:
@@ -101,7 +102,13 @@ def build_detector(spec: DeploymentSpec) -> Any:
     path = bundle_path(spec.model)
     detector = cls(intra_op_num_threads=threads) if path is None else \
         cls(intra_op_num_threads=threads, bundle=str(path))
-    return _rebind(detector, detector._model, spec.device, threads, "_session")
+    ours = _rebind(detector, detector._model, spec.device, threads, "_session")
+    if spec.model.name == "veil-text-detector":
+        return ours
+    from pipeline.pixel.ensemble import UnionDetector
+    from pipeline.pixel.ppocr import PPOCRDetector
+
+    return UnionDetector(PPOCRDetector(intra_op_num_threads=threads, device=spec.device), ours)
 
 
 def build_recognizer(spec: DeploymentSpec) -> Any:
@@ -123,7 +130,12 @@ def build_ner(spec: DeploymentSpec) -> Any:
 
 
 def providers_of(engine: Any) -> list[str]:
-    """The ONNX Runtime providers an engine runs on (empty when it has no session)."""
+    """The ONNX Runtime providers an engine runs on (empty when it has no session; for
+    a composite, those of its first member, and empty unless every member has one)."""
+    members = getattr(engine, "members", None)
+    if members:
+        each = [providers_of(member) for member in members]
+        return each[0] if all(each) else []
     session = getattr(engine, "_session", None) or getattr(engine, "session", None)
     return list(session.get_providers()) if session is not None else []
 
@@ -140,6 +152,9 @@ class BatchDetector:
                  threads: int | None = None) -> None:
         self.detector, self.device, self.threads = detector, device, threads
         self._variants: dict[tuple[float | None, float | None], Any] = {(None, None): detector}
+        #: a union's members, batched each on its own (the thresholds apply to both)
+        self._members = [BatchDetector(member, device, threads)
+                         for member in getattr(detector, "members", ())]
 
     def _variant(self, key: tuple[float | None, float | None]) -> Any:
         if key not in self._variants:
@@ -155,6 +170,9 @@ class BatchDetector:
         """Boxes of every request, in order."""
         from pipeline.pixel.ppocr import PPOCRDetector
 
+        if self._members:
+            found = [member.detect_many(requests) for member in self._members]
+            return [self.detector.combine(*boxes) for boxes in zip(*found, strict=True)]
         if isinstance(self.detector, PPOCRDetector):
             return _ppocr_detect_many(self.detector, requests)
         groups: dict[tuple[float | None, float | None], list[int]] = {}

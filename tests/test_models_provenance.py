@@ -35,9 +35,10 @@ def shipped_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def ppocr(kind: str) -> Any:
-    """The PP-OCRv4 engine the stage builds (cached per process)."""
+    """The PP-OCRv4 engine the stage builds (cached per process; the detector is the
+    primary of the default union)."""
     engines = engines_for(compiled("dicom-basic", "clean-pixel-data").profile.pixel)
-    return engines.detector if kind == "det" else engines.recognizer
+    return engines.detector.primary if kind == "det" else engines.recognizer
 
 
 def veil_detector() -> Any:
@@ -81,12 +82,13 @@ def test_every_loader_carries_the_ref_of_the_model_it_loaded(
 
 
 def test_the_report_reads_the_engines_in_use_not_the_profile() -> None:
-    profile = compiled("dicom-basic", "clean-pixel-data")  # asks for ppocr-v4
-    assert profile.profile.pixel.detector == "ppocr-v4"
+    profile = compiled("dicom-basic", "clean-pixel-data")  # asks for the union
+    assert profile.profile.pixel.detector == "ppocr-v4+veil-text-detector"
     engines = PixelEngines(veil_detector(), ppocr("rec"))
     names = [m.name for m in models_used(profile, pixel_engines=engines)]
     assert names == ["veil-text-detector", "ppocr-v4-rec"]
-    assert [m.name for m in models_used(profile)] == ["ppocr-v4-det", "ppocr-v4-rec"]
+    assert [m.name for m in models_used(profile)] == ["ppocr-v4-det", "veil-text-detector",
+                                                      "ppocr-v4-rec"]
 
 
 def test_the_default_engines_are_the_ones_the_files_run_with() -> None:
@@ -94,7 +96,7 @@ def test_the_default_engines_are_the_ones_the_files_run_with() -> None:
     engines = engines_for(profile.profile.pixel)
     assert engines is engines_for(profile.profile.pixel)  # built once per process
     reported = [(m.name, m.sha256) for m in models_used(profile)]
-    running: list[Any] = [engines.detector, engines.recognizer]
+    running: list[Any] = [*engines.detector.members, engines.recognizer]
     assert reported == [(e.model_ref.name, e.model_ref.sha256) for e in running]
 
 

@@ -215,7 +215,7 @@ def test_tampered_cache_is_fetched_again(
 
 @pytest.mark.parametrize(("profile", "options", "expected"), [
     ("dicom-basic", (), []),
-    ("dicom-basic", ("clean-pixel-data",), ["ppocr-v4-det", "ppocr-v4-rec"]),
+    ("dicom-basic", ("clean-pixel-data",), ["ppocr-v4-det", "veil-text-detector", "ppocr-v4-rec"]),
 ])
 def test_job_report_records_the_models_used(
     tmp_path: Path, veil_home: Path, profile: str, options: tuple[str, ...], expected: list[str]

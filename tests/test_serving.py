@@ -15,11 +15,12 @@ import pytest
 pytest.importorskip("ray.serve")
 pytest.importorskip("onnxruntime")
 
+from pipeline.pixel.ensemble import UnionDetector
 from pipeline.pixel.frames import views
-from pipeline.pixel.ppocr import PPOCRDetector
-from pipeline.pixel.stage import clean_pixels, engines_for
+from pipeline.pixel.stage import clean_pixels, engines_for, make_detector
 from pipeline.profile import load_profile
 from pipeline.profile.schema import PixelSettings
+from pipeline.registry import engine_refs
 from pipeline.text import HeaderContext
 from serving import netns
 from serving.client import (
@@ -44,7 +45,7 @@ SPEC = {"num_replicas": 1, "num_cpus": 0, "device": "cpu", "intra_op_num_threads
         "max_batch_size": 8, "batch_wait_timeout_s": 0.05}
 CONFIG = {
     "app_name": APP,
-    "detector": {"model": {"name": "ppocr-v4"}, **SPEC},
+    "detector": {"model": {"name": "ppocr-v4+veil-text-detector"}, **SPEC},  # the default
     "recognizer": {"model": {"name": "ppocr-v4"}, **SPEC},
     "ner": {"enabled": True, "model": {"name": "phi-ner"}, **SPEC},
 }
@@ -112,7 +113,9 @@ def test_findings_and_pixels_are_the_same_through_serve_and_in_process(app, sett
     assert isinstance(served.recognizer, ServeTextRecognizer)
     embedded = engines_for(settings)
     # provenance: the job report names the models the deployments serve, as in process
-    assert served.detector.model_ref == embedded.detector.model_ref  # type: ignore[attr-defined]
+    assert engine_refs(served.detector) == engine_refs(embedded.detector)
+    assert [r.name for r in engine_refs(served.detector)] == ["ppocr-v4-det",
+                                                              "veil-text-detector"]
     assert served.recognizer.model_ref == embedded.recognizer.model_ref  # type: ignore[attr-defined]
     compared = 0
     for ds in _ct_samples(2):
@@ -162,14 +165,14 @@ def test_per_request_thresholds_reach_the_detector(app):
     image = next(iter(views(_ct_samples(1)[0]))).image
     lax = ServeTextDetector(handle, thresh=0.2, box_thresh=0.4).detect(image)
     strict = ServeTextDetector(handle, thresh=0.6, box_thresh=0.95).detect(image)
-    local = PPOCRDetector(thresh=0.6, box_thresh=0.95, intra_op_num_threads=1).detect(image)
+    local = make_detector("ppocr-v4+veil-text-detector", 0.6, 0.95, 1).detect(image)
     assert strict == local
     assert len(lax) >= len(strict)
 
 
 @pytest.mark.parametrize("mode, app_name, expected", [
-    ("auto", "no-such-app", PPOCRDetector),
-    ("embedded", APP, PPOCRDetector),
+    ("auto", "no-such-app", UnionDetector),
+    ("embedded", APP, UnionDetector),
     ("auto", APP, ServeTextDetector),
     ("serve", APP, ServeTextDetector),
 ])

@@ -128,12 +128,13 @@ def test_build_app_binds_the_enabled_deployments_under_one_ingress():
 
 def test_without_a_ray_connection_engines_are_in_process():
     pytest.importorskip("onnxruntime")
-    from pipeline.pixel.ppocr import PPOCRDetector, PPOCRRecognizer
+    from pipeline.pixel.ensemble import UnionDetector
+    from pipeline.pixel.ppocr import PPOCRRecognizer
     from serving.client import app_status, resolve_engines
 
     assert app_status() is None
     engines = resolve_engines(PixelSettings())
-    assert isinstance(engines.detector, PPOCRDetector)
+    assert isinstance(engines.detector, UnionDetector)
     assert isinstance(engines.recognizer, PPOCRRecognizer)
 
 
@@ -202,11 +203,13 @@ def test_a_registry_alias_without_a_registry_is_an_error_not_the_shipped_files(m
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["ppocr-v4", "veil-text-detector"])
+@pytest.mark.parametrize("name", ["ppocr-v4", "veil-text-detector",
+                                  "ppocr-v4+veil-text-detector"])
 def test_per_request_thresholds_give_what_a_detector_built_with_them_gives(name):
     pytest.importorskip("onnxruntime")
     from pipeline.pixel.frames import views
     from pipeline.pixel.ppocr import ModelBundleError
+    from pipeline.pixel.stage import make_detector
     from serving.config import DeploymentSpec, ModelSource
     from serving.engines import BatchDetector, DetectRequest, EngineUnavailableError, build_detector
     from training.pixel_corpus import make_sample
@@ -221,7 +224,7 @@ def test_per_request_thresholds_give_what_a_detector_built_with_them_gives(name)
     strict, default = batcher.detect_many([DetectRequest(image, 0.6, 0.9),
                                            DetectRequest(image)])
     assert default == detector.detect(image)
-    tuned = type(detector)(thresh=0.6, box_thresh=0.9, intra_op_num_threads=1)
+    tuned = make_detector(name, 0.6, 0.9, 1)
     assert strict == tuned.detect(image)
 
 

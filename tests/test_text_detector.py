@@ -16,9 +16,12 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.pixel.dbnet import VeilTextDetector, kernel_boxes, prepare
+from pipeline.pixel.ensemble import MIN_SCORE, UnionDetector
 from pipeline.pixel.ppocr import PPOCRDetector
 from pipeline.pixel.stage import engines_for
+from pipeline.pixel.types import TextBox, overlap
 from pipeline.profile import load_profile
+from pipeline.registry import engine_refs
 from training.detector.data import targets
 
 SHRINK = 0.25
@@ -142,10 +145,62 @@ def test_detect_many_matches_detect_and_survives_pickling(detector: VeilTextDete
 @pytest.mark.parametrize(("name", "kind"), [
     ("veil-text-detector", VeilTextDetector),
     ("ppocr-v4", PPOCRDetector),
+    ("ppocr-v4+veil-text-detector", UnionDetector),
 ])
 def test_profile_detector_setting_reaches_engines_for(name: str, kind: type) -> None:
     profile = load_profile("dicom-basic", ["clean-pixel-data"], {"pixel.detector": name})
     assert isinstance(engines_for(profile.pixel).detector, kind)
+
+
+def test_the_default_detector_is_ppocr_joined_by_ours() -> None:
+    detector = engines_for(load_profile("dicom-basic", ["clean-pixel-data"]).pixel).detector
+    assert isinstance(detector, UnionDetector)
+    assert isinstance(detector.primary, PPOCRDetector)
+    assert isinstance(detector.secondary, VeilTextDetector)
+    assert [r.name for r in engine_refs(detector)] == ["ppocr-v4-det", "veil-text-detector"]
+
+
+class Fixed:
+    """A detector that returns given boxes."""
+
+    def __init__(self, boxes: list[TextBox]) -> None:
+        self.boxes = boxes
+
+    def detect(self, image: np.ndarray) -> list[TextBox]:
+        return list(self.boxes)
+
+
+PRIMARY = TextBox(100, 100, 200, 112, 0.8)
+
+
+@pytest.mark.parametrize(("extra", "joins"), [
+    (TextBox(10, 10, 90, 20, 0.97), True),      # a confident line nobody found
+    (TextBox(10, 10, 90, 20, 0.90), False),     # weak: speckle and traces are
+    (TextBox(10, 10, 30, 20, 0.99), False),     # 2:1, square-ish: not a line
+    (TextBox(10, 10, 40, 20, 0.99), True),      # exactly 3:1
+    (TextBox(150, 105, 260, 115, 0.99), False),  # overlaps a primary box: primary decides
+    (TextBox(200, 100, 260, 112, 0.99), True),  # touches its edge only
+])
+def test_the_union_adds_only_confident_lines_the_primary_missed(extra: TextBox,
+                                                                joins: bool) -> None:
+    union = UnionDetector(Fixed([PRIMARY]), Fixed([extra]))
+    found = union.detect(np.zeros((300, 300), np.uint8))
+    assert found[0] == PRIMARY
+    assert found[1:] == ([extra] if joins else [])
+
+
+@given(boxes=st.lists(st.builds(lambda x, y, w, h, s: TextBox(x, y, x + w, y + h, s),
+                                st.integers(0, 200), st.integers(0, 200), st.integers(1, 80),
+                                st.integers(1, 30), st.floats(0, 1)), max_size=12),
+       split=st.integers(0, 12))
+def test_the_union_keeps_every_primary_box_and_adds_no_overlap(boxes: list[TextBox],
+                                                              split: int) -> None:
+    primary, secondary = boxes[:split], boxes[split:]
+    found = UnionDetector(Fixed(primary), Fixed(secondary)).detect(np.zeros((8, 8), np.uint8))
+    assert found[:len(primary)] == primary
+    for extra in found[len(primary):]:
+        assert extra in secondary and extra.score >= MIN_SCORE
+        assert not any(overlap(extra, p) > 0 for p in primary)
 
 
 def test_runtime_detector_never_imports_torch() -> None:

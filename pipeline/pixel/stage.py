@@ -17,6 +17,7 @@ import functools
 import os
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -91,36 +92,58 @@ def cpu_budget() -> int:
 
 @functools.cache
 def default_engines(
-    det_threshold: float | None, box_threshold: float | None, detector: str = "ppocr-v4",
+    det_threshold: float | None, box_threshold: float | None,
+    detector: str = DEFAULT_PIXEL["detector"],
     threads: int | None = None,
 ) -> PixelEngines:
-    """ONNX engines (``detector``: ``ppocr-v4`` or ``veil-text-detector``; PP-OCRv4
-    recognizer), built once per process, per thresholds and per ``threads`` (ONNX
-    Runtime intra-op threads; :func:`cpu_budget` when None: its own default spawns one
-    thread per physical core, which oversubscribes a process pinned to fewer)."""
-    from pipeline.pixel.ppocr import PPOCRDetector, PPOCRRecognizer
+    """ONNX engines (``detector``: one of ``TEXT_DETECTORS``; PP-OCRv4 recognizer), built
+    once per process, per thresholds and per ``threads`` (ONNX Runtime intra-op threads;
+    :func:`cpu_budget` when None: its own default spawns one thread per physical core,
+    which oversubscribes a process pinned to fewer)."""
+    from pipeline.pixel.ppocr import PPOCRRecognizer
 
     threads = cpu_budget() if threads is None else threads
-    found: TextDetector
-    if detector == "veil-text-detector":
+    return PixelEngines(make_detector(detector, det_threshold, box_threshold, threads),
+                        PPOCRRecognizer(intra_op_num_threads=threads))
+
+
+def make_detector(name: str, det_threshold: float | None = None,
+                  box_threshold: float | None = None, threads: int | None = None,
+                  **options: Any) -> TextDetector:
+    """The in-process text detector ``name`` (one of ``TEXT_DETECTORS``), with the
+    profile's DB thresholds applied to each detector it runs (``options``: further
+    PP-OCRv4 settings, e.g. ``fold=False``).
+
+    Raises
+    ------
+    ProfileError
+        For a name that is not a text detector.
+    """
+    from pipeline.pixel.ppocr import PPOCRDetector
+
+    if name == "ppocr-v4":
+        return PPOCRDetector(thresh=det_threshold, box_thresh=box_threshold,
+                             intra_op_num_threads=threads, **options)
+    if name == "veil-text-detector":
         from pipeline.pixel.dbnet import VeilTextDetector
 
-        found = VeilTextDetector(thresh=det_threshold, box_thresh=box_threshold,
-                                 intra_op_num_threads=threads)
-    elif detector == "ppocr-v4":
-        found = PPOCRDetector(thresh=det_threshold, box_thresh=box_threshold,
-                              intra_op_num_threads=threads)
-    else:
-        from pipeline.errors import ProfileError
+        return VeilTextDetector(thresh=det_threshold, box_thresh=box_threshold,
+                                intra_op_num_threads=threads)
+    if name == "ppocr-v4+veil-text-detector":
+        from pipeline.pixel.ensemble import UnionDetector
 
-        raise ProfileError(f"unknown text detector {detector!r}")
-    return PixelEngines(found, PPOCRRecognizer(intra_op_num_threads=threads))
+        return UnionDetector(
+            make_detector("ppocr-v4", det_threshold, box_threshold, threads, **options),
+            make_detector("veil-text-detector", det_threshold, box_threshold, threads))
+    from pipeline.errors import ProfileError
+
+    raise ProfileError(f"unknown text detector {name!r}")
 
 
 def engines_for(settings: PixelSettings) -> PixelEngines:
     """The default engines for a profile's pixel settings."""
     return default_engines(settings.det_threshold, settings.box_threshold,
-                           settings.detector or "ppocr-v4", cpu_budget())
+                           settings.detector or DEFAULT_PIXEL["detector"], cpu_budget())
 
 
 def _matches(rule: RegionRule, ds: Dataset) -> bool:

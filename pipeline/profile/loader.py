@@ -31,7 +31,7 @@ DEFAULT_SHIFT_DAYS = (-1095, -1)
 #: 0.66% of the image) and found no more text (recall and re-OCR leaks equal).
 DEFAULT_PIXEL: dict[str, Any] = {
     "mode": "phi-only", "margin": 1, "fill": "min", "review_threshold": 0.8, "regions": [],
-    "detector": "ppocr-v4",
+    "detector": "ppocr-v4+veil-text-detector",
 }
 #: Free-text tagging settings a profile gets unless it (or a parent) says otherwise.
 DEFAULT_TEXT: dict[str, Any] = {"ner": False, "ner_threshold": 0.5}

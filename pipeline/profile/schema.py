@@ -28,7 +28,9 @@ TEMPLATE_FIELDS = frozenset({"pseudo_id", "subject_id", "site_id", "keyword"})
 #: Options this version does not implement (face/feature removal needs its own models).
 UNSUPPORTED_OPTIONS = frozenset({"clean-recognizable-visual-features"})
 #: Text-region detectors a profile can choose (``pixel.detector``).
-TEXT_DETECTORS = ("ppocr-v4", "veil-text-detector")
+#: ``ppocr-v4+veil-text-detector`` is PP-OCRv4 with ours as a second opinion
+#: (:class:`pipeline.pixel.ensemble.UnionDetector`).
+TEXT_DETECTORS = ("ppocr-v4", "veil-text-detector", "ppocr-v4+veil-text-detector")
 #: PHI entity types a pixel finding can have (see pipeline.text.spans.ENTITIES).
 PIXEL_ENTITIES = (
     "NAME", "ID", "DATE", "AGE", "INSTITUTION", "LOCATION", "PHONE", "EMAIL", "URL", "OTHER",
