@@ -20,6 +20,9 @@ Ray binds every interface: run it in a private network namespace, either with
 ``--netns`` (re-executes under ``unshare -n``; root) or by hand:
 ``unshare -n sh -c 'ip link set lo up && .venv/bin/python -m benchmarks.bench_scale'``.
 
+Ray batches are sized as the job runs (the default), and with ``--fixed 16 ...`` also
+at fixed sizes, each with 1 and 2 workers, in the same run.
+
 Run ``python -m benchmarks.bench_scale --netns [--count 2000] [--sizes 1000 10000]``;
 for 100k: ``python -m benchmarks.bench_scale --netns --skip-scaling --sizes 100000``.
 """
@@ -168,9 +171,9 @@ class MemorySampler(threading.Thread):
 
 
 def timed_job(
-    kind: str, src: Path, work: Path, workers: int
+    kind: str, src: Path, work: Path, workers: int, batch_size: int | None = None
 ) -> tuple[float, float, int, int, int]:
-    """Run one job.
+    """Run one job (``batch_size``: Ray batches of this size; None: sized as the job runs).
 
     Returns
     -------
@@ -202,8 +205,13 @@ def timed_job(
         report = run_job([src], out, compiled, keyring, report_path=report_path, progress=False)
     else:
         job = DistributedJob([src], out, compiled, keyring, report_path=report_path,
-                             options=RayOptions(workers=workers), keep_entries=False)
+                             options=RayOptions(workers=workers, batch_size=batch_size),
+                             keep_entries=False)
         report = job.run(on_progress)
+        sizes = sorted(job.batch_sizes.items())
+        shown = ", ".join(f"{size}x{n}" for size, n in sizes[:4])
+        more = f", ... {sizes[-1][0]}x{sizes[-1][1]}" if len(sizes) > 4 else ""
+        print(f"    [{kind} {workers}] batches (size x count): {shown}{more}")
     seconds = time.perf_counter() - t0
     sampler.stop()
     shutil.rmtree(out, ignore_errors=True)
@@ -214,21 +222,28 @@ def timed_job(
     return seconds, startup, report.job.counts["ok"], sampler.driver, sampler.workers
 
 
-def scaling(work: Path, count: int) -> None:
-    """(a) serial vs Ray 1 vs Ray 2 workers on one corpus."""
+def scaling(work: Path, count: int, fixed: Sequence[int] = ()) -> None:
+    """(a) serial vs Ray 1 vs Ray 2 workers on one corpus, with adaptive batches and
+    with each size in ``fixed``."""
     src = generate(work / f"corpus-{count}", count)
     print(f"\n(a) scaling: {count} instances, metadata-only (dicom-basic)")
-    print(f"{'path':<16}{'seconds':>10}{'slices/s':>12}{'first batch s':>15}{'ok':>8}")
-    rates = {}
-    for kind, workers in (("serial", 1), ("ray", 1), ("ray", 2)):
-        seconds, startup, ok, _, _ = timed_job(kind, src, work, workers)
-        label = "serial" if kind == "serial" else f"ray {workers} worker(s)"
-        rates[label] = count / seconds
-        print(f"{label:<16}{seconds:>10.2f}{count / seconds:>12.1f}{startup:>15.2f}{ok:>8}")
-    one, two = rates["ray 1 worker(s)"], rates["ray 2 worker(s)"]
-    print(f"scaling efficiency rate(2)/(2*rate(1)) = {two / (2 * one):.2f}")
-    print(f"Ray overhead rate(serial)/rate(ray 1)   = {rates['serial'] / one:.2f}")
-    print(f"speed-up ray 2 workers vs serial         = {two / rates['serial']:.2f}")
+    print(f"{'path':<24}{'seconds':>10}{'slices/s':>12}{'first batch s':>15}{'ok':>8}")
+    seconds, _, ok, _, _ = timed_job("serial", src, work, 1)
+    serial = count / seconds
+    print(f"{'serial':<24}{seconds:>10.2f}{serial:>12.1f}{0.0:>15.2f}{ok:>8}")
+    for batch in (None, *fixed):
+        rates = {}
+        for workers in (1, 2):
+            seconds, startup, ok, _, _ = timed_job("ray", src, work, workers, batch)
+            label = f"ray {workers} worker(s), " + ("adaptive" if batch is None else
+                                                  f"batch {batch}")
+            rates[workers] = count / seconds
+            print(f"{label:<24}{seconds:>10.2f}{count / seconds:>12.1f}{startup:>15.2f}"
+                  f"{ok:>8}")
+        what = "adaptive batches" if batch is None else f"batches of {batch}"
+        print(f"  {what}: scaling efficiency rate(2)/(2*rate(1)) = "
+              f"{rates[2] / (2 * rates[1]):.2f}; Ray overhead rate(serial)/rate(ray 1) = "
+              f"{serial / rates[1]:.2f}; ray 2 workers vs serial = {rates[2] / serial:.2f}")
 
 
 def cost_curve(work: Path, sizes: Sequence[int], workers: int) -> None:
@@ -254,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="cost-curve job sizes (1000 10000)")
     parser.add_argument("--workers", type=int, default=2, help="cost-curve workers (2)")
     parser.add_argument("--skip-scaling", action="store_true", help="cost curve only")
+    parser.add_argument("--fixed", type=int, nargs="*", default=[],
+                        help="also time Ray with these fixed batch sizes (e.g. 16)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (a temp dir)")
     parser.add_argument("--netns", action="store_true",
                         help="re-run inside a private network namespace (unshare -n; root)")
@@ -277,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Ray started in {time.perf_counter() - t0:.1f} s (not counted in any job)")
     try:
         if not args.skip_scaling:
-            scaling(work, args.count)
+            scaling(work, args.count, args.fixed)
         cost_curve(work, args.sizes, args.workers)
     finally:
         ray.shutdown()
