@@ -172,7 +172,8 @@ class BatchDetector:
 
         if self._members:
             found = [member.detect_many(requests) for member in self._members]
-            return [self.detector.combine(*boxes) for boxes in zip(*found, strict=True)]
+            return [self.detector.combine(*boxes, request.image)
+                    for *boxes, request in zip(*found, requests, strict=True)]
         if isinstance(self.detector, PPOCRDetector):
             return _ppocr_detect_many(self.detector, requests)
         groups: dict[tuple[float | None, float | None], list[int]] = {}

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.pixel.dbnet import VeilTextDetector, kernel_boxes, prepare
-from pipeline.pixel.ensemble import MIN_SCORE, UnionDetector
+from pipeline.pixel.ensemble import MIN_GLYPHS, MIN_SCORE, UnionDetector, glyph_count
 from pipeline.pixel.ppocr import PPOCRDetector
 from pipeline.pixel.stage import engines_for
 from pipeline.pixel.types import TextBox, overlap
@@ -173,6 +173,15 @@ class Fixed:
 PRIMARY = TextBox(100, 100, 200, 112, 0.8)
 
 
+def dotted(shape: tuple[int, int] = (300, 300)) -> np.ndarray:
+    """Dark 2x2 marks every 6 pixels on white: any box a few marks wide holds several."""
+    image = np.full(shape, 255, np.uint8)
+    for y in range(2, shape[0], 6):
+        for x in range(2, shape[1], 6):
+            image[y:y + 2, x:x + 2] = 0
+    return image
+
+
 @pytest.mark.parametrize(("extra", "joins"), [
     (TextBox(10, 10, 90, 20, 0.97), True),      # a confident line nobody found
     (TextBox(10, 10, 90, 20, 0.90), False),     # weak: speckle and traces are
@@ -184,7 +193,7 @@ PRIMARY = TextBox(100, 100, 200, 112, 0.8)
 def test_the_union_adds_only_confident_lines_the_primary_missed(extra: TextBox,
                                                                 joins: bool) -> None:
     union = UnionDetector(Fixed([PRIMARY]), Fixed([extra]))
-    found = union.detect(np.zeros((300, 300), np.uint8))
+    found = union.detect(dotted())
     assert found[0] == PRIMARY
     assert found[1:] == ([extra] if joins else [])
 
@@ -196,11 +205,27 @@ def test_the_union_adds_only_confident_lines_the_primary_missed(extra: TextBox,
 def test_the_union_keeps_every_primary_box_and_adds_no_overlap(boxes: list[TextBox],
                                                               split: int) -> None:
     primary, secondary = boxes[:split], boxes[split:]
-    found = UnionDetector(Fixed(primary), Fixed(secondary)).detect(np.zeros((8, 8), np.uint8))
+    image = dotted()
+    found = UnionDetector(Fixed(primary), Fixed(secondary)).detect(image)
     assert found[:len(primary)] == primary
     for extra in found[len(primary):]:
         assert extra in secondary and extra.score >= MIN_SCORE
+        assert glyph_count(image, extra) >= MIN_GLYPHS
         assert not any(overlap(extra, p) > 0 for p in primary)
+
+
+def test_a_text_line_has_glyphs_a_trace_has_not() -> None:
+    text, ink = line_image("PE SAMPSON^KATELYN", 12, bright=False)
+    box = TextBox(ink[0] - 2, ink[1] - 2, ink[2] + 2, ink[3] + 2, 1.0)
+    assert glyph_count(text, box) >= 10
+    trace = np.full((60, 200), 255, np.uint8)  # an ECG-like curve: one stroke
+    xs = np.arange(10, 190)
+    ys = (30 + 12 * np.sin(xs / 9.0)).astype(int)
+    trace[ys, xs] = trace[ys + 1, xs] = 0
+    assert glyph_count(trace, TextBox(5, 10, 195, 50, 1.0)) < MIN_GLYPHS
+    assert glyph_count(np.full((40, 120), 90, np.uint8), TextBox(0, 0, 120, 40, 1.0)) == 0
+    union = UnionDetector(Fixed([]), Fixed([TextBox(5, 10, 195, 50, 0.99)]))
+    assert union.detect(trace) == []
 
 
 def test_runtime_detector_never_imports_torch() -> None:
