@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pydicom
 import pytest
@@ -12,7 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
 
 from pipeline.errors import DeidError
-from pipeline.pixel.frames import View, resize_bilinear, views, window
+from pipeline.pixel.frames import View, resize_bilinear, tighten, views, window
 from pipeline.pixel.types import TextBox
 
 
@@ -243,6 +245,28 @@ def test_to_stored_maps_boxes_back_and_never_shrinks_them():
     assert stored.x0 >= 29 and stored.y0 >= 9 and stored.x1 <= 61 and stored.y1 <= 21
     edge = view.to_stored(TextBox(0, 0, view.image.shape[1], view.image.shape[0], 1.0))
     assert (edge.x0, edge.y0, edge.x1, edge.y1) == (0, 0, 200, 100)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(64, 300), cols=st.integers(64, 300), data=st.data())
+def test_an_ink_tight_box_mapped_back_plus_one_pixel_covers_the_ink(rows, cols, data):
+    """The redaction box of an upscaled image (ink_to_stored, then the margin of 1) holds
+    every stored ink pixel, and is at most a pixel wider than the ink on any side."""
+    y0 = data.draw(st.integers(2, rows - 12))
+    x0 = data.draw(st.integers(2, cols - 12))
+    y1 = data.draw(st.integers(y0 + 1, min(y0 + 10, rows - 2)))
+    x1 = data.draw(st.integers(x0 + 1, min(x0 + 60, cols - 2)))
+    level = data.draw(st.integers(40, 255))
+    pixels = np.zeros((rows, cols), dtype=np.uint8)
+    pixels[y0:y1, x0:x1] = level
+    view = next(v for v in views(make_image(pixels)) if v.name == "full")
+    grown = TextBox(max(math.floor(x0 * view.scale) - 6, 0),
+                    max(math.floor(y0 * view.scale) - 6, 0),
+                    min(math.ceil(x1 * view.scale) + 6, view.image.shape[1]),
+                    min(math.ceil(y1 * view.scale) + 6, view.image.shape[0]), 0.9)
+    box = view.ink_to_stored(tighten(view.image, grown))
+    assert box.x0 - 1 <= x0 and box.y0 - 1 <= y0 and box.x1 + 1 >= x1 and box.y1 + 1 >= y1
+    assert box.x0 >= x0 - 1 and box.y0 >= y0 - 1 and box.x1 <= x1 + 1 and box.y1 <= y1 + 1
 
 
 def test_resize_bilinear_keeps_flat_regions_and_colour():

@@ -180,7 +180,7 @@ def clean_pixels(
         for view in views(ds, names=DETECT_VIEWS, xp=engines.xp):
             scanned += 1
             boxes = engines.detector.detect(view.image)
-            stored = {id(box): view.to_stored(tighten(view.image, box)) for box in boxes}
+            stored = {id(box): view.ink_to_stored(tighten(view.image, box)) for box in boxes}
             to_read = []
             for box in boxes:
                 if stored[id(box)].area == 0:
