@@ -43,6 +43,12 @@ def test_the_estimate_follows_a_change_of_cost():
     assert sizer.size() >= 90
 
 
+def test_a_vanishing_cost_gives_the_largest_batch():
+    sizer = BatchSizer(target_s=60.0, maximum=300)
+    sizer.observe([5e-324])  # found by Hypothesis: 60 / 5e-324 overflows to infinity
+    assert sizer.size() == 300
+
+
 @pytest.mark.parametrize("seconds", [[], [-1.0], [float("nan")], [float("inf"), -2.0]])
 def test_meaningless_observations_are_ignored(seconds):
     sizer = BatchSizer()

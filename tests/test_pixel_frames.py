@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
 
 from pipeline.errors import DeidError
-from pipeline.pixel.frames import View, resize_bilinear, tighten, views, window
+from pipeline.pixel.frames import View, refine, resize_bilinear, tighten, views, window
 from pipeline.pixel.types import TextBox
 
 
@@ -267,6 +267,33 @@ def test_an_ink_tight_box_mapped_back_plus_one_pixel_covers_the_ink(rows, cols, 
     box = view.ink_to_stored(tighten(view.image, grown))
     assert box.x0 - 1 <= x0 and box.y0 - 1 <= y0 and box.x1 + 1 >= x1 and box.y1 + 1 >= y1
     assert box.x0 >= x0 - 1 and box.y0 >= y0 - 1 and box.x1 <= x1 + 1 and box.y1 <= y1 + 1
+
+
+def test_refining_on_the_stored_rendering_finds_the_glyph_rows():
+    pixels = np.zeros((100, 200), dtype=np.uint8)
+    pixels[40:48, 30:90] = 200  # a text line at stored resolution
+    view = next(v for v in views(make_image(pixels)) if v.name == "full")
+    assert view.native is not None and view.native.shape == (100, 200)
+    loose = TextBox(29, 39, 91, 49, 0.9)  # one pixel too wide on every side
+    refined = refine(view, loose)
+    assert (refined.x0, refined.y0, refined.x1, refined.y1) == (30, 40, 90, 48)
+    unscaled = View(frame=0, name="full", image=view.native, scale=1.0)
+    assert refine(unscaled, loose) == loose  # no native rendering: nothing to refine
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**16), x0=st.integers(0, 150), y0=st.integers(0, 80),
+       width=st.integers(1, 49), height=st.integers(1, 19))
+def test_refining_gives_up_at_most_one_pixel_a_side(seed, x0, y0, width, height):
+    """Whatever the pixels (noise, ink touching the border), a refined box plus one
+    pixel still holds the whole input box."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (100, 200), dtype=np.uint8)
+    view = next(v for v in views(make_image(pixels)) if v.name == "full")
+    box = TextBox(x0, y0, x0 + width, y0 + height, 0.9)
+    refined = refine(view, box)
+    assert box.x0 <= refined.x0 <= box.x0 + 1 and box.y0 <= refined.y0 <= box.y0 + 1
+    assert box.x1 - 1 <= refined.x1 <= box.x1 and box.y1 - 1 <= refined.y1 <= box.y1
 
 
 def test_resize_bilinear_keeps_flat_regions_and_colour():

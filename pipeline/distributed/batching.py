@@ -62,9 +62,10 @@ class BatchSizer:
             return self.fixed
         if self.per_file_s is None:
             return self.initial
-        if self.per_file_s <= 0:
+        files = self.target_s / self.per_file_s if self.per_file_s > 0 else math.inf
+        if not files < self.maximum:  # a cost of (nearly) nothing: infinity, or overflow
             return self.maximum
-        return max(1, min(self.maximum, math.floor(self.target_s / self.per_file_s)))
+        return max(1, math.floor(files))
 
     def observe(self, seconds: Sequence[float]) -> None:
         """Learn from a finished batch: the worker seconds of each of its instances.

@@ -63,12 +63,16 @@ class View:
         uint8, HxW (monochrome) or HxWx3 (RGB), on the host (NumPy).
     scale : float
         View pixels per stored pixel (1.0 when not upscaled).
+    native : np.ndarray, optional
+        The same rendering before upscaling (stored resolution, on the host); None when
+        not upscaled, or not kept.
     """
 
     frame: int
     name: str
     image: np.ndarray
     scale: float
+    native: np.ndarray | None = None
 
     def to_stored(self, box: TextBox) -> TextBox:
         """Map a box in view coordinates to stored coordinates of this frame.
@@ -108,6 +112,31 @@ class View:
                        y1=edge(box.y1, rows), score=box.score, frame=self.frame)
 
 
+def refine(view: View, box: TextBox) -> TextBox:
+    """Tighten a stored-coordinate ink box (:meth:`View.ink_to_stored`) once more on the
+    stored-resolution rendering, by at most one pixel per side.
+
+    An ink-tight box of an upscaled view still reaches about a stored pixel past the
+    glyphs (the interpolation's spread). Here the box, grown by ``REFINE_PAD`` for
+    background, is tightened on ``view.native``, and each side may move in by one pixel
+    at most: the result plus the profile's margin (at least 1) holds every pixel of the
+    input box, so refining can never uncover what the view's ink box covered. A view
+    without a native rendering, or a box that does not shrink, is returned as it is.
+    """
+    if view.native is None or box.area == 0:
+        return box
+    rows, cols = view.native.shape[:2]
+    grown = TextBox(max(box.x0 - REFINE_PAD, 0), max(box.y0 - REFINE_PAD, 0),
+                    min(box.x1 + REFINE_PAD, cols), min(box.y1 + REFINE_PAD, rows),
+                    box.score, box.frame)
+    tight = tighten(view.native, grown)
+    x0, y0 = min(max(tight.x0, box.x0), box.x0 + 1), min(max(tight.y0, box.y0), box.y0 + 1)
+    x1, y1 = max(min(tight.x1, box.x1), box.x1 - 1), max(min(tight.y1, box.y1), box.y1 - 1)
+    if x1 <= x0 or y1 <= y0:
+        return box
+    return TextBox(x0, y0, x1, y1, score=box.score, frame=box.frame)
+
+
 def views(
     ds: Dataset, *, min_side: int = MIN_SIDE, names: Collection[str] | None = None,
     xp: ModuleType | None = None,
@@ -138,9 +167,14 @@ def views(
         return
     xp = pixel_module(xp)
     for index, (frame, photometric) in enumerate(decoded_frames(ds)):
-        for name, image, scale in render(frame, photometric, ds, xp=xp, names=names,
-                                         min_side=min_side):
-            yield View(frame=index, name=name, image=to_host(image), scale=scale)
+        for name, image, _ in render(frame, photometric, ds, xp=xp, names=names, min_side=0):
+            scale = _upscale_factor(image.shape[0], image.shape[1], min_side)
+            if scale == 1.0:
+                yield View(frame=index, name=name, image=to_host(image), scale=scale)
+            else:
+                yield View(frame=index, name=name,
+                           image=to_host(resize_bilinear(image, scale, xp=xp)), scale=scale,
+                           native=to_host(image))
 
 
 def render(
@@ -373,6 +407,8 @@ def _axis_weights(size: int, out_size: int, xp: ModuleType) -> tuple[Any, Any, A
     return lower, upper, (pos - lower).astype(xp.float32)
 
 
+#: Background rows and columns added around a stored box before :func:`refine`.
+REFINE_PAD = 2
 #: Smallest grey-level difference from a box's background that counts as ink when a
 #: detector box is tightened (``tighten``), and the pad kept around the ink (0: the
 #: profile's redaction margin is the safety band around the glyphs).

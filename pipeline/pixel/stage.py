@@ -21,7 +21,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from pipeline.pixel.frames import tighten, views
+from pipeline.pixel.frames import View, refine, tighten, views
 from pipeline.pixel.phi import decide
 from pipeline.pixel.redact import RedactionResult, redact
 from pipeline.pixel.types import (
@@ -172,6 +172,7 @@ def clean_pixels(
     mode = settings.mode or "phi-only"
     entities = frozenset(settings.entities) if settings.entities else None
     threshold = settings.review_threshold if settings.review_threshold is not None else 0.8
+    margin = settings.margin if settings.margin is not None else DEFAULT_PIXEL["margin"]
     found: list[tuple[TextBox, str, float, str, str]] = []
     regions = [TextBox(x0, y0, x1, y1, 1.0, -1) for rule in settings.regions or []
                if _matches(rule, ds) for x0, y0, x1, y1 in rule.boxes]
@@ -180,7 +181,7 @@ def clean_pixels(
         for view in views(ds, names=DETECT_VIEWS, xp=engines.xp):
             scanned += 1
             boxes = engines.detector.detect(view.image)
-            stored = {id(box): view.ink_to_stored(tighten(view.image, box)) for box in boxes}
+            stored = {id(box): _ink_box(view, box, margin) for box in boxes}
             to_read = []
             for box in boxes:
                 if stored[id(box)].area == 0:
@@ -218,9 +219,16 @@ def clean_pixels(
     if not to_redact:  # nothing to fill: the pixel data stays exactly as it was
         ds.BurnedInAnnotation = "NO"
         return PixelOutcome(tuple(findings), None, scanned)
-    margin = settings.margin if settings.margin is not None else DEFAULT_PIXEL["margin"]
     result = redact(ds, to_redact, fill=settings.fill or "min", margin=margin, xp=engines.xp)
     return PixelOutcome(tuple(findings), result, scanned)
+
+
+def _ink_box(view: View, box: TextBox, margin: int) -> TextBox:
+    """The stored-coordinate ink box of a detector box: tightened on the view, mapped to
+    the nearest stored pixel, then refined on the stored-resolution rendering when the
+    margin (at least 1) covers what refining may give up."""
+    stored = view.ink_to_stored(tighten(view.image, box))
+    return refine(view, stored) if margin >= 1 else stored
 
 
 def _inside(box: TextBox, regions: list[TextBox]) -> bool:
