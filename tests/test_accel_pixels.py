@@ -299,9 +299,15 @@ def host_copies(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 def test_each_view_comes_back_to_the_host_once(
     host_copies: dict[str, int], names: tuple[str, ...] | None
 ) -> None:
+    """Once, and its stored-resolution rendering once more when it was upscaled (for
+    ``frames.refine``)."""
     yielded = list(frames.views(ct(nframes=3), names=names, xp=np))
     assert len(yielded) == 3 * (3 if names is None else len(names))
-    assert host_copies == {"frames": len(yielded), "redact": 0}
+    upscaled = sum(v.native is not None for v in yielded)
+    assert upscaled == sum(v.scale != 1.0 for v in yielded)
+    assert host_copies == {"frames": len(yielded) + upscaled, "redact": 0}
+    big = list(frames.views(ct(nframes=1), names=names, xp=np, min_side=8))
+    assert all(v.scale == 1.0 and v.native is None for v in big)
 
 
 @pytest.mark.parametrize(("fill", "boxes", "copies"), [
