@@ -154,7 +154,10 @@ def test_generated_datasets_agree(tmp_path, name, options, ds, implicit):
     agrees = _agrees(data, compiled)
     assert agrees is not False
     public_un = any(e.VR == "UN" and not e.tag.is_private for e in ds)
-    if not public_un and "DirectoryRecordSequence" not in ds:  # a DICOMDIR is not an instance
+    # In implicit VR a private element takes its private dictionary's VR, which may be
+    # binary while the generated value is text (Hypothesis: 'B' in GEMS_IDEN_01's UL
+    # checksum): pydicom's reading of that is the general path's to give.
+    if not implicit and not public_un and "DirectoryRecordSequence" not in ds:
         assert agrees is True, "an explicit VR little endian file with ASCII text"
 
 

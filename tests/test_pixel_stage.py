@@ -290,3 +290,20 @@ def test_an_unreadable_region_that_is_not_line_shaped_is_left_in_place():
                            HeaderContext.from_dataset(ds), engines)
     assert [f.status for f in outcome.findings] == ["rejected"]
     assert outcome.redaction is None
+
+
+@pytest.mark.parametrize(("margin", "refined"), [(1, True), (2, True), (0, False)])
+def test_ink_boxes_are_refined_only_when_the_margin_covers_it(monkeypatch, margin, refined):
+    """Refining may give up a pixel a side, which only a margin of at least 1 covers."""
+    calls: list[TextBox] = []
+
+    def spy(view, box):
+        calls.append(box)
+        return box
+
+    monkeypatch.setattr(stage, "refine", spy)
+    ds = make_ct(rows=64, columns=64, seed=5)  # upscaled for detection
+    settings = compile_profile(load_profile(
+        "dicom-basic", ["clean-pixel-data"], {"pixel.margin": str(margin)})).profile.pixel
+    clean_pixels(ds, settings, HeaderContext.from_dataset(ds), _engines())
+    assert bool(calls) is refined
