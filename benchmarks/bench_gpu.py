@@ -210,8 +210,9 @@ def stage_views(ds: Any, xp: Any, clock: Clock) -> list[Any]:
     _sync(xp)
     clock.add("preprocess", time.perf_counter() - start)
     start = time.perf_counter()
-    out = [frames.View(frame=index, name=name, image=accel.to_host(image), scale=scale)
-           for index, views in rendered for name, image, scale in views]
+    out = [frames.View(frame=index, name=name, image=accel.to_host(image), scale=scale,
+                       native=None if native is None else accel.to_host(native))
+           for index, views in rendered for name, image, scale, native in views]
     clock.add("transfer", time.perf_counter() - start)
     return out
 

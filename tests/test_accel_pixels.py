@@ -21,9 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from test_pixel_redact import make_image
 
 from pipeline import accel
 from pipeline.pixel import frames, redact
@@ -37,40 +37,12 @@ GENERIC = [
 ]
 
 
-def image(stored: np.ndarray, *, photometric: str = "MONOCHROME2", bits: int | None = None,
-          signed: bool = False, planar: int = 0, **attrs: object) -> Dataset:
-    """A native Explicit VR Little Endian dataset around raw words (frames, rows, cols, s)."""
-    nframes, rows, cols, samples = stored.shape
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    if nframes > 1:
-        ds.NumberOfFrames = nframes
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, cols, samples
-    if samples > 1:
-        ds.PlanarConfiguration = planar
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = stored.dtype.itemsize * 8
-    ds.BitsStored = bits or ds.BitsAllocated
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = int(signed)
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    layout = stored.transpose(0, 3, 1, 2) if planar else stored
-    data = layout.astype(stored.dtype.newbyteorder("<")).tobytes()
-    ds.PixelData = data + b"\xab" * (len(data) % 2)  # odd length: a recognisable pad
-    return ds
-
-
 def ct(seed: int = 0, nframes: int = 1, rows: int = 24, cols: int = 32, **attrs: object
        ) -> Dataset:
     """A 12-bit CT-like image with rescale and window (multi-frame when asked)."""
     rng = np.random.default_rng(seed)
     stored = rng.integers(0, 4095, size=(nframes, rows, cols, 1), endpoint=True).astype("<u2")
-    ds = image(stored, bits=12)
+    ds = make_image(stored, bits_stored=12)
     values = {"RescaleSlope": "1", "RescaleIntercept": "-1024", "WindowCenter": "40",
               "WindowWidth": "400", **attrs}
     for key, value in values.items():
@@ -139,7 +111,8 @@ def test_rescale_on_the_module_is_pydicoms_bit_for_bit(
     dtype = "<i2" if signed else "<u2"
     stored = rng.integers(-2048 if signed else 0, 2047 if signed else 4095, size=(9, 7),
                           endpoint=True).astype(dtype)
-    ds = image(stored[None, :, :, None], bits=12, signed=signed, RescaleSlope=rescale[0])
+    ds = make_image(stored[None, :, :, None], bits_stored=12, signed=signed,
+                    RescaleSlope=rescale[0])
     if not only_slope:
         ds.RescaleIntercept = rescale[1]
     expected = np.asarray(apply_modality_lut(stored, ds))
@@ -242,11 +215,13 @@ def test_redaction_written_and_read_back_is_bit_exact_outside_the_boxes(
     low = np.iinfo(np.dtype(dtype).newbyteorder("=")).min
     stored = rng.integers(low, top, size=(nframes, rows, cols, samples), endpoint=True,
                           dtype=np.dtype(dtype).newbyteorder("="))  # bits above BitsStored too
-    ds = image(stored, photometric=photometric, bits=bits, signed=signed, planar=planar)
+    ds = make_image(stored, photometric=photometric, bits_stored=bits, signed=signed,
+                    planar=planar)
     before = bytes(ds.PixelData)
     text = [TextBox(x, y, min(x + w, cols), min(y + h, rows), 1.0, f % nframes if f >= 0 else -1)
             for f, x, y, w, h in boxes]
-    reference = image(stored, photometric=photometric, bits=bits, signed=signed, planar=planar)
+    reference = make_image(stored, photometric=photometric, bits_stored=bits, signed=signed,
+                           planar=planar)
     redact.redact(reference, text, fill=fill, margin=margin)  # default module (NumPy here)
     result = redact.redact(ds, text, fill=fill, margin=margin, xp=np)
     assert ds.PixelData == reference.PixelData

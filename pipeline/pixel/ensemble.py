@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.pixel.types import TextBox, TextDetector
+from pipeline.pixel.types import TextBox, TextDetector, overlap
 
 __all__ = ["MIN_ASPECT", "MIN_GLYPHS", "MIN_SCORE", "UnionDetector", "glyph_count"]
 
@@ -47,10 +47,6 @@ def glyph_count(image: np.ndarray, box: TextBox) -> int:
     ink = split if (split > 0).mean() < 0.5 else 255 - split
     _, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     return int((stats[1:, cv2.CC_STAT_AREA] >= 2).sum())
-
-
-def _touch(a: TextBox, b: TextBox) -> bool:
-    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
 @dataclass
@@ -81,6 +77,6 @@ class UnionDetector:
         """The union rule on two detectors' boxes of one image."""
         extra = [box for box in secondary
                  if box.score >= self.min_score and box.width >= self.min_aspect * box.height
-                 and not any(_touch(box, other) for other in primary)
+                 and not any(overlap(box, other) > 0 for other in primary)
                  and glyph_count(image, box) >= self.min_glyphs]
         return [*primary, *extra]

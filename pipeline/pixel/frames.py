@@ -167,21 +167,18 @@ def views(
         return
     xp = pixel_module(xp)
     for index, (frame, photometric) in enumerate(decoded_frames(ds)):
-        for name, image, _ in render(frame, photometric, ds, xp=xp, names=names, min_side=0):
-            scale = _upscale_factor(image.shape[0], image.shape[1], min_side)
-            if scale == 1.0:
-                yield View(frame=index, name=name, image=to_host(image), scale=scale)
-            else:
-                yield View(frame=index, name=name,
-                           image=to_host(resize_bilinear(image, scale, xp=xp)), scale=scale,
-                           native=to_host(image))
+        for name, image, scale, native in render(frame, photometric, ds, xp=xp, names=names,
+                                                 min_side=min_side):
+            yield View(frame=index, name=name, image=to_host(image), scale=scale,
+                       native=None if native is None else to_host(native))
 
 
 def render(
     frame: Any, photometric: str, ds: Dataset, *, xp: ModuleType,
     names: Collection[str] | None = None, min_side: int = MIN_SIDE,
-) -> list[tuple[str, Any, float]]:
-    """Views ``(name, uint8 image on xp, scale)`` of one decoded frame (see :func:`views`).
+) -> list[tuple[str, Any, float, Any]]:
+    """Views ``(name, uint8 image on xp, scale, native)`` of one decoded frame (see
+    :func:`views`); ``native`` is the rendering before upscaling, None when not upscaled.
 
     ``frame`` is a host array, or one already on ``xp`` (it is copied only if needed).
 
@@ -203,9 +200,10 @@ def render(
     out = []
     for name, image in rendered:
         scale = _upscale_factor(image.shape[0], image.shape[1], min_side)
-        if scale != 1.0:
-            image = resize_bilinear(image, scale, xp=xp)
-        out.append((name, image, scale))
+        if scale == 1.0:
+            out.append((name, image, scale, None))
+        else:
+            out.append((name, resize_bilinear(image, scale, xp=xp), scale, image))
     return out
 
 
