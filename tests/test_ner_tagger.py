@@ -182,3 +182,26 @@ def test_tokens_of_one_word_are_decoded_together(
 ) -> None:
     found = decode(_probs(rows), offsets, _tagger().labels, 0.5, text)
     assert [(text[s:e], ent) for s, e, ent, _ in found] == expected
+
+
+@pytest.mark.parametrize(("text", "offsets", "rows", "expected"), [
+    # an OCR-merged separator read as part of the value is cut from either edge
+    ("Pereira/ACC7", [(0, 7), (7, 8), (8, 12)], [{"B-NAME": 0.9}, {"I-NAME": 0.8}, {}],
+     [("Pereira", "NAME")]),
+    ("/50118-9338 /", [(0, 1), (1, 6), (6, 7), (7, 11), (12, 13)],
+     [{"B-ID": 0.9}, {"I-ID": 0.9}, {"I-ID": 0.9}, {"I-ID": 0.9}, {}], [("50118-9338", "ID")]),
+    ("Korzekwa~|", [(0, 8), (8, 9), (9, 10)], [{"B-NAME": 0.9}, {"I-NAME": 0.9}, {"I-NAME": 0.7}],
+     [("Korzekwa", "NAME")]),
+    # separators inside a value stay; a URL keeps its closing slash
+    ("01/02/2003", [(0, 2), (2, 3), (3, 5), (5, 6), (6, 10)],
+     [{"B-DATE": 0.9}, *[{"I-DATE": 0.9}] * 4], [("01/02/2003", "DATE")]),
+    ("http://a.com/", [(0, 4), (4, 5), (5, 6), (6, 7), (7, 12), (12, 13)],
+     [{"B-URL": 0.9}, *[{"I-URL": 0.9}] * 5], [("http://a.com/", "URL")]),
+    ("Ann/", [(0, 3), (3, 4)], [{"B-NAME": 0.2}, {"I-NAME": 0.9}], []),
+])
+def test_separators_never_begin_or_end_a_span(
+    text: str, offsets: list[tuple[int, int]], rows: list[dict[str, float]],
+    expected: list[tuple[str, str]],
+) -> None:
+    found = decode(_probs(rows), offsets, _tagger().labels, 0.5, text)
+    assert [(text[s:e], ent) for s, e, ent, _ in found] == expected

@@ -38,6 +38,8 @@ _FILES = ("model.onnx", "tokenizer.json")
 Offsets = Sequence[tuple[int, int]]
 _LEAD = frozenset("([{<\"'")
 _TRAIL = frozenset(")]}>\"'.,;:")
+#: Separators that never begin or end a PHI value (a URL may end with ``/``).
+_SEPARATORS = frozenset("/|\\~=#-_*!?")
 _PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">", ")": "(", "]": "[", "}": "{", ">": "<"}
 
 
@@ -71,7 +73,8 @@ def decode(
         ``B`` + ``I`` probability is highest, a new span starts on ``B`` or a new entity.
     text
         The tagged text: unpaired brackets and quotes are cut from span starts and
-        ends, and ``.,;:`` from span ends; spans left empty are dropped. Tokens of one
+        ends, ``.,;:`` from span ends, and separators (``/|~=#-_*!?`` and backslash)
+        from both, except a URL's closing ``/``; spans left empty are dropped. Tokens of one
         word (touching, letter to letter or digit to digit) are read as one: their mean
         probabilities, so a span never starts or ends inside a word.
     """
@@ -157,9 +160,12 @@ def _unpaired(span: str, char: str) -> bool:
 
 def _strip(text: str, start: int, end: int, entity: str, conf: float
            ) -> tuple[int, int, str, float] | None:
-    while start < end and text[start] in _LEAD and _unpaired(text[start:end], text[start]):
+    keep_end = "/" if entity == "URL" else ""
+    while start < end and (text[start].isspace() or text[start] in _SEPARATORS or (
+            text[start] in _LEAD and _unpaired(text[start:end], text[start]))):
         start += 1
     while end > start and (text[end - 1].isspace() or (
+            text[end - 1] in _SEPARATORS and text[end - 1] not in keep_end) or (
             text[end - 1] in _TRAIL and _unpaired(text[start:end], text[end - 1]))):
         end -= 1
     return (start, end, entity, conf) if start < end else None
