@@ -442,6 +442,19 @@ def test_faint_strokes_in_strong_noise_are_never_cut_off(seed):
     assert got.x0 <= 30 and got.y0 <= 25 and got.x1 >= 87 and got.y1 >= 35
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_background_specks_far_fainter_than_the_text_do_not_hold_a_box_open(seed):
+    from pipeline.pixel.frames import tighten
+
+    rng = np.random.default_rng(seed)
+    img = _glyphs(20, 230, noise=5.0, seed=seed).astype(np.int16)
+    for y, x in zip(rng.integers(8, 52, 12), rng.integers(8, 112, 12), strict=True):
+        img[y, x] += 20  # specks at a tenth of the glyphs' contrast, above INK_CONTRAST
+    img[24, 30:90:4] = 20 + 63  # a faint anti-aliased fringe (30% of the contrast) is ink
+    got = tighten(img.clip(0, 255).astype(np.uint8), TextBox(5, 5, 110, 55, 0.5))
+    assert (got.x0, got.y0, got.x1, got.y1) == (30, 24, 87, 35)
+
+
 @given(st.integers(0, 59), st.integers(0, 59), st.integers(0, 59), st.integers(0, 59),
        st.integers(0, 2**32 - 1))
 @settings(max_examples=60, deadline=None)

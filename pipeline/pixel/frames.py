@@ -411,6 +411,12 @@ REFINE_PAD = 2
 #: detector box is tightened (``tighten``), and the pad kept around the ink (0: the
 #: profile's redaction margin is the safety band around the glyphs).
 INK_CONTRAST = 12
+#: Ink must also differ from the background by this share of the box's text contrast
+#: (the ``INK_PERCENTILE`` of its differences), so specks of background noise at a tenth
+#: of the glyphs' contrast do not hold a box open; the redaction margin covers the faint
+#: anti-aliased fringe this leaves out.
+INK_SHARE = 0.25
+INK_PERCENTILE = 98
 INK_PAD = 0
 
 
@@ -421,8 +427,9 @@ def tighten(image: np.ndarray, box: TextBox) -> TextBox:
     each column runs linearly from its two top to its two bottom pixels (so a gradient
     along or across the line is not ink); ink is any pixel that differs from its
     background by ``INK_CONTRAST`` or three times the border's noise (median step between
-    neighbouring border pixels), whichever is larger, in either direction (so text that
-    changes polarity along the line keeps its extent). Rows and
+    neighbouring border pixels) or ``INK_SHARE`` of the text's contrast, whichever is
+    largest, in either direction (so text that changes polarity along the line keeps its
+    extent). Rows and
     columns without ink are trimmed from the edges only, never from inside. The box only
     ever shrinks; when no ink stands out (noisy background) it is returned unchanged.
     """
@@ -434,7 +441,9 @@ def tighten(image: np.ndarray, box: TextBox) -> TextBox:
     along = np.linspace(0.0, 1.0, grey.shape[0], dtype=np.float32)[:, None]
     background = top + (bottom - top) * along
     noise = float(np.median(np.abs(np.diff(np.concatenate([grey[:2], grey[-2:]]), axis=1))))
-    ink = np.abs(grey - background) >= max(INK_CONTRAST, 3.0 * noise)
+    deviation = np.abs(grey - background)
+    contrast = float(np.percentile(deviation, INK_PERCENTILE))
+    ink = deviation >= max(INK_CONTRAST, 3.0 * noise, INK_SHARE * contrast)
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
