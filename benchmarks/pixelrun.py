@@ -29,7 +29,6 @@ import pydicom
 from benchmarks import pixel_metrics as pm
 from benchmarks.bench_gpu import Clock
 from pipeline.errors import VeilError
-from pipeline.profile.loader import DEFAULT_PIXEL
 from pipeline.profile.schema import TEXT_DETECTORS
 from training.pixel_corpus import load_or_generate
 
@@ -160,8 +159,7 @@ class VeilRun:
         self.compiled: CompiledProfile = compile_profile(
             load_profile(profile, options=list(options)))
         self.settings: PixelSettings = self.compiled.profile.pixel
-        margin = self.settings.margin
-        self.margin = int(DEFAULT_PIXEL["margin"]) if margin is None else margin
+        self.margin = int(self.settings.value("margin"))
         self.keyring: Keyring = Keyring.generate()
         self.engines = engines if engines is not None else make_engines(self.settings, detector)
 

@@ -435,9 +435,9 @@ def profile_models(
     """
     bundles: list[str] = []
     if "clean-pixel-data" in profile.options:
-        from pipeline.profile.loader import DEFAULT_PIXEL
+        from pipeline.profile.schema import DEFAULT_PIXEL
 
-        detector = (profile.pixel.detector if profile.pixel else None) or \
+        detector = profile.pixel.value("detector") if profile.pixel else \
             DEFAULT_PIXEL["detector"]
         bundles += [*DETECTOR_BUNDLES[detector], RECOGNIZER_BUNDLE]
     if profile.text is not None and profile.text.ner:

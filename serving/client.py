@@ -21,7 +21,6 @@ import numpy as np
 from pipeline.errors import VeilError
 from pipeline.pixel.stage import PixelEngines, engines_for
 from pipeline.pixel.types import Recognition, TextBox
-from pipeline.profile.loader import DEFAULT_PIXEL
 from pipeline.profile.schema import PixelSettings, TextSettings
 from pipeline.registry import ModelRef
 from pipeline.text.context import HeaderContext
@@ -160,7 +159,7 @@ def _with_ref(client: Any, handle: Any) -> Any:
 
 def _check_detector(settings: PixelSettings, app_name: str) -> None:
     """The deployed detector must be the one the profile asks for."""
-    wanted = settings.detector or DEFAULT_PIXEL["detector"]
+    wanted = settings.value("detector")
     described = _handle("VeilIngress", app_name).describe.remote().result(
         timeout_s=DEFAULT_TIMEOUT_S)
     deployed = described["detector"]["model"]["name"]

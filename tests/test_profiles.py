@@ -758,3 +758,27 @@ def test_trial_mapping_without_sponsor_or_protocol_is_refused(tmp_path: Path) ->
     csv = mapping_csv(tmp_path, "m.csv")
     with pytest.raises(ProfileError, match=r"trial\.sponsor_name, trial\.protocol_id"):
         compile_profile(load_profile("clinical-trial", overrides={"trial.mapping_csv": str(csv)}))
+
+
+@pytest.mark.parametrize(("given", "name", "expected"), [
+    ({}, "margin", 1),
+    ({"margin": 0}, "margin", 0),
+    ({}, "detector", "ppocr-v4+veil-text-detector"),
+    ({"detector": "ppocr-v4"}, "detector", "ppocr-v4"),
+    ({}, "review_threshold", 0.8),
+    ({"mode": "all-text"}, "mode", "all-text"),
+])
+def test_pixel_settings_built_directly_read_the_loaded_profile_defaults(given, name, expected):
+    from pipeline.profile.schema import PixelSettings
+
+    assert PixelSettings(**given).value(name) == expected
+    if not given:  # what a loaded profile gets when it says nothing
+        loaded = load_profile("dicom-basic", options=["clean-pixel-data"]).pixel
+        assert getattr(loaded, name) == expected
+
+
+def test_an_unknown_pixel_setting_is_an_error():
+    from pipeline.profile.schema import PixelSettings
+
+    with pytest.raises(KeyError):
+        PixelSettings().value("threshold")

@@ -33,8 +33,7 @@ from pipeline.pixel.types import (
     group_regions,
     same_region,
 )
-from pipeline.profile.loader import DEFAULT_PIXEL
-from pipeline.profile.schema import PixelSettings, RegionRule
+from pipeline.profile.schema import DEFAULT_PIXEL, PixelSettings, RegionRule
 from pipeline.text import HeaderContext, PhiTagger
 
 CLEARED, PENDING, REJECTED = "cleared", "pending-review", "rejected"
@@ -143,7 +142,7 @@ def make_detector(name: str, det_threshold: float | None = None,
 def engines_for(settings: PixelSettings) -> PixelEngines:
     """The default engines for a profile's pixel settings."""
     return default_engines(settings.det_threshold, settings.box_threshold,
-                           settings.detector or DEFAULT_PIXEL["detector"], cpu_budget())
+                           settings.value("detector"), cpu_budget())
 
 
 def _matches(rule: RegionRule, ds: Dataset) -> bool:
@@ -169,10 +168,10 @@ def clean_pixels(
 
     ``tagger`` reads the recognised text (the rule-based stack when None).
     """
-    mode = settings.mode or "phi-only"
+    mode = settings.value("mode")
     entities = frozenset(settings.entities) if settings.entities else None
-    threshold = settings.review_threshold if settings.review_threshold is not None else 0.8
-    margin = settings.margin if settings.margin is not None else DEFAULT_PIXEL["margin"]
+    threshold = settings.value("review_threshold")
+    margin = int(settings.value("margin"))
     found: list[tuple[TextBox, str, float, str, str]] = []
     regions = [TextBox(x0, y0, x1, y1, 1.0, -1) for rule in settings.regions or []
                if _matches(rule, ds) for x0, y0, x1, y1 in rule.boxes]
@@ -219,7 +218,7 @@ def clean_pixels(
     if not to_redact:  # nothing to fill: the pixel data stays exactly as it was
         ds.BurnedInAnnotation = "NO"
         return PixelOutcome(tuple(findings), None, scanned)
-    result = redact(ds, to_redact, fill=settings.fill or "min", margin=margin, xp=engines.xp)
+    result = redact(ds, to_redact, fill=settings.value("fill"), margin=margin, xp=engines.xp)
     return PixelOutcome(tuple(findings), result, scanned)
 
 

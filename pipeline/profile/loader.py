@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import ProfileError
 from pipeline.profile.schema import (
+    DEFAULT_PIXEL,
     UNSUPPORTED_OPTIONS,
     DateSettings,
     PixelSettings,
@@ -25,14 +26,6 @@ from pipeline.profile.schema import (
 from profiles import PROFILE_DIR
 
 DEFAULT_SHIFT_DAYS = (-1095, -1)
-#: Pixel settings a profile gets unless it (or a parent) says otherwise. The margin is
-#: one stored pixel around the ink-tight box (see ``pipeline.pixel.frames.tighten``):
-#: 2 doubled the redacted area outside the text on the synthetic corpus (1.03% against
-#: 0.66% of the image) and found no more text (recall and re-OCR leaks equal).
-DEFAULT_PIXEL: dict[str, Any] = {
-    "mode": "phi-only", "margin": 1, "fill": "min", "review_threshold": 0.8, "regions": [],
-    "detector": "ppocr-v4+veil-text-detector",
-}
 #: Free-text tagging settings a profile gets unless it (or a parent) says otherwise.
 DEFAULT_TEXT: dict[str, Any] = {"ner": False, "ner_threshold": 0.5}
 _SECTIONS = ("dates", "trial", "pixel", "text")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import string
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -156,6 +156,18 @@ class RegionRule(_Strict):
         return self
 
 
+#: Pixel settings a profile gets unless it (or a parent) says otherwise (the loader fills
+#: them in; :meth:`PixelSettings.value` reads them for settings built directly). The
+#: margin is one stored pixel around the ink-tight box (see
+#: ``pipeline.pixel.frames.tighten``): 2 doubled the redacted area outside the text on
+#: the synthetic corpus (1.03% against 0.66% of the image) and found no more text
+#: (recall and re-OCR leaks equal).
+DEFAULT_PIXEL: dict[str, Any] = {
+    "mode": "phi-only", "margin": 1, "fill": "min", "review_threshold": 0.8, "regions": [],
+    "detector": "ppocr-v4+veil-text-detector",
+}
+
+
 class PixelSettings(_Strict):
     """Burned-in text: detection, PHI decision and redaction (option clean-pixel-data)."""
 
@@ -168,6 +180,13 @@ class PixelSettings(_Strict):
     review_threshold: float | None = Field(default=None, ge=0, le=1)
     regions: list[RegionRule] | None = None
     detector: Literal[TEXT_DETECTORS] | None = None  # type: ignore[valid-type]
+
+    def value(self, name: str) -> Any:
+        """The setting ``name``, or the default a loaded profile gets (``DEFAULT_PIXEL``)."""
+        if name not in DEFAULT_PIXEL:
+            raise KeyError(name)
+        found = getattr(self, name)
+        return DEFAULT_PIXEL[name] if found is None else found
 
 
 class TextSettings(_Strict):
