@@ -161,6 +161,12 @@ def _probs(rows: list[dict[str, float]]) -> np.ndarray:
     return out
 
 
+def _decoded(text: str, offsets: list[tuple[int, int]],
+             rows: list[dict[str, float]]) -> list[tuple[str, str]]:
+    found = decode(_probs(rows), offsets, _tagger().labels, 0.5, text)
+    return [(text[s:e], ent) for s, e, ent, _ in found]
+
+
 @pytest.mark.parametrize(("text", "offsets", "rows", "expected"), [
     # one word cut into tokens that disagree: one span, the word's majority entity
     ("Jacob /", [(0, 1), (1, 5), (6, 7)],
@@ -180,8 +186,7 @@ def test_tokens_of_one_word_are_decoded_together(
     text: str, offsets: list[tuple[int, int]], rows: list[dict[str, float]],
     expected: list[tuple[str, str]],
 ) -> None:
-    found = decode(_probs(rows), offsets, _tagger().labels, 0.5, text)
-    assert [(text[s:e], ent) for s, e, ent, _ in found] == expected
+    assert _decoded(text, offsets, rows) == expected
 
 
 @pytest.mark.parametrize(("text", "offsets", "rows", "expected"), [
@@ -203,5 +208,4 @@ def test_separators_never_begin_or_end_a_span(
     text: str, offsets: list[tuple[int, int]], rows: list[dict[str, float]],
     expected: list[tuple[str, str]],
 ) -> None:
-    found = decode(_probs(rows), offsets, _tagger().labels, 0.5, text)
-    assert [(text[s:e], ent) for s, e, ent, _ in found] == expected
+    assert _decoded(text, offsets, rows) == expected
