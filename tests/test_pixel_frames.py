@@ -447,12 +447,24 @@ def test_background_specks_far_fainter_than_the_text_do_not_hold_a_box_open(seed
     from pipeline.pixel.frames import tighten
 
     rng = np.random.default_rng(seed)
-    img = _glyphs(20, 230, noise=5.0, seed=seed).astype(np.int16)
-    for y, x in zip(rng.integers(8, 52, 12), rng.integers(8, 112, 12), strict=True):
-        img[y, x] += 20  # specks at a tenth of the glyphs' contrast, above INK_CONTRAST
+    img = _glyphs(20, 230, noise=2.0, seed=seed).astype(np.int16)
+    rows = np.r_[np.arange(8, 21, 3), np.arange(38, 52, 3)]  # apart from the glyphs
+    ys, xs = rng.choice(rows, 12), rng.choice(np.arange(8, 112, 3), 12)
+    img[ys, xs] += 20  # lone specks at a tenth of the glyphs' contrast, above INK_CONTRAST
+    img[ys[:3], xs[:3] + 1] += 20  # and pairs
     img[24, 30:90:4] = 20 + 63  # a faint anti-aliased fringe (30% of the contrast) is ink
     got = tighten(img.clip(0, 255).astype(np.uint8), TextBox(5, 5, 110, 55, 0.5))
     assert (got.x0, got.y0, got.x1, got.y1) == (30, 24, 87, 35)
+
+
+def test_dim_text_beside_bright_text_on_one_line_keeps_its_extent():
+    from pipeline.pixel.frames import tighten
+
+    img = np.full((40, 120), 10, dtype=np.uint8)
+    img[15:25, 10:40:3] = 250  # a bright label on the left
+    img[15:25, 50:110:3] = 40  # a dim value on the right: under a fifth of the label
+    got = tighten(img, TextBox(0, 0, 120, 40, 0.9))
+    assert got.x0 <= 10 and got.x1 >= 108 and got.y0 <= 15 and got.y1 >= 25
 
 
 @given(st.integers(0, 59), st.integers(0, 59), st.integers(0, 59), st.integers(0, 59),

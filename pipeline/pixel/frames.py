@@ -411,14 +411,27 @@ REFINE_PAD = 2
 #: detector box is tightened (``tighten``), and the pad kept around the ink (0: the
 #: profile's redaction margin is the safety band around the glyphs).
 INK_CONTRAST = 12
-#: Ink must also differ from the background by this share of the box's text contrast
-#: (the ``INK_PERCENTILE`` of its differences), so specks of background noise at a tenth
-#: of the glyphs' contrast do not hold a box open; the redaction margin covers the faint
-#: anti-aliased fringe this leaves out. At 0.3 that fringe began to reach past the margin
-#: on a real sample (benchmarks/RESULTS.md), hence 0.2.
+#: An ink pixel with fewer than two ink pixels among its 8 neighbours (a speck, or the
+#: very tip of a stroke) must also differ from the background by this share of the
+#: box's text contrast (the ``INK_PERCENTILE`` of its differences), so specks of
+#: background noise at a tenth of the glyphs' contrast do not hold a box open. Strokes,
+#: however dim beside brighter text on their line, count; the redaction margin covers
+#: a faint stroke tip left out (one pixel).
 INK_SHARE = 0.2
 INK_PERCENTILE = 98
 INK_PAD = 0
+
+
+def _neighbours(mask: np.ndarray) -> np.ndarray:
+    """How many of each pixel's 8 neighbours are set in ``mask``."""
+    padded = np.pad(mask, 1).astype(np.uint8)
+    rows, cols = mask.shape
+    around = np.zeros(mask.shape, dtype=np.uint8)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            if dy != 1 or dx != 1:
+                around += padded[dy:dy + rows, dx:dx + cols]
+    return around
 
 
 def tighten(image: np.ndarray, box: TextBox) -> TextBox:
@@ -428,9 +441,9 @@ def tighten(image: np.ndarray, box: TextBox) -> TextBox:
     each column runs linearly from its two top to its two bottom pixels (so a gradient
     along or across the line is not ink); ink is any pixel that differs from its
     background by ``INK_CONTRAST`` or three times the border's noise (median step between
-    neighbouring border pixels) or ``INK_SHARE`` of the text's contrast, whichever is
-    largest, in either direction (so text that changes polarity along the line keeps its
-    extent). Rows and
+    neighbouring border pixels), whichever is larger, in either direction (so text that
+    changes polarity along the line keeps its extent); one with fewer than two such
+    pixels among its 8 neighbours also needs ``INK_SHARE`` of the text's contrast. Rows and
     columns without ink are trimmed from the edges only, never from inside. The box only
     ever shrinks; when no ink stands out (noisy background) it is returned unchanged.
     """
@@ -443,8 +456,9 @@ def tighten(image: np.ndarray, box: TextBox) -> TextBox:
     background = top + (bottom - top) * along
     noise = float(np.median(np.abs(np.diff(np.concatenate([grey[:2], grey[-2:]]), axis=1))))
     deviation = np.abs(grey - background)
-    contrast = float(np.percentile(deviation, INK_PERCENTILE))
-    ink = deviation >= max(INK_CONTRAST, 3.0 * noise, INK_SHARE * contrast)
+    candidate = deviation >= max(INK_CONTRAST, 3.0 * noise)
+    strong = deviation >= INK_SHARE * float(np.percentile(deviation, INK_PERCENTILE))
+    ink = candidate & (strong | (_neighbours(candidate) >= 2))
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
