@@ -47,6 +47,7 @@ from benchmarks.pixelrun import (
     print_load_average,
     print_table,
     reocr_rows,
+    settings_of,
 )
 from training.pixel_corpus import PHI_ENTITIES
 
@@ -114,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pinned to CPU {cpu}; corpus {root} (seed {args.seed}, {args.count} files); "
           f"split {args.split}: {len(files)} files")
 
-    veil = VeilRun()
+    veil = VeilRun(overrides=settings_of(args))
+    if args.settings:
+        print("profile settings: " + ", ".join(args.settings))
     clock = StageClock()
     timed = veil.with_engines(clock.instrument(veil.engines))
     timed.run(root / manifest["files"][0]["name"])  # warm-up, not written

@@ -57,6 +57,7 @@ from benchmarks.pixelrun import (
     print_load_average,
     print_table,
     reocr_rows,
+    settings_of,
 )
 
 __all__ = ["GROUND_TRUTH", "load_ground_truth", "locate", "main", "render_frame0"]
@@ -174,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pinned to CPU {cpu}, OMP_THREAD_LIMIT=1; {len(sources)} files, {n_lines} "
           f"transcribed lines ({n_phi} PHI) from {args.ground_truth}")
 
-    runners: dict[str, Runner] = {"Veil": VeilRun()}
+    runners: dict[str, Runner] = {"Veil": VeilRun(overrides=settings_of(args))}
+    if args.settings:
+        print("profile settings for Veil: " + ", ".join(args.settings))
     if args.presidio:
         from benchmarks.bench_presidio import PresidioRunner
         runners["Presidio"] = PresidioRunner()

@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,9 +86,24 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--out`` (output directory) and ``--no-tesseract`` (skip the re-OCR check)."""
+    """Add ``--out`` (output directory), ``--no-tesseract`` (skip the re-OCR check) and
+    ``--set`` (profile settings, as ``veil deid --set``)."""
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--no-tesseract", action="store_true")
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE",
+                        help="a profile setting for Veil's run, e.g. text.ner=true (repeatable)")
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--set`` pairs as profile overrides."""
+    out = {}
+    for pair in args.settings:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BenchmarkError(f"--set {pair!r}: expected SECTION.KEY=VALUE")
+        out[key.strip()] = value
+    return out
 
 
 def load_split(args: argparse.Namespace) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
@@ -149,15 +164,19 @@ class VeilRun:
         Text detector name (default: the profile's ``pixel.detector``).
     engines : PixelEngines, optional
         Engines to use instead of building them.
+    profile, options, overrides
+        The profile, its extra options and ``section.key`` settings (``text.ner``: the
+        NER model joins the rules in reading the recognised text).
     """
 
     def __init__(self, detector: str | None = None, *, engines: PixelEngines | None = None,
-                 profile: str = PROFILE, options: Sequence[str] = OPTIONS) -> None:
+                 profile: str = PROFILE, options: Sequence[str] = OPTIONS,
+                 overrides: Mapping[str, str] | None = None) -> None:
         from pipeline.keys import Keyring
         from pipeline.profile import compile_profile, load_profile
 
         self.compiled: CompiledProfile = compile_profile(
-            load_profile(profile, options=list(options)))
+            load_profile(profile, options=list(options), overrides=overrides))
         self.settings: PixelSettings = self.compiled.profile.pixel
         self.margin = int(self.settings.value("margin"))
         self.keyring: Keyring = Keyring.generate()

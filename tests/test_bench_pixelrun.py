@@ -40,14 +40,27 @@ def _parser() -> argparse.ArgumentParser:
 
 @pytest.mark.parametrize(("argv", "expected"), [
     ([], {"count": 60, "seed": 7, "split": "test", "corpus": None, "out": None,
-          "no_tesseract": False}),
+          "no_tesseract": False, "settings": []}),
     (["--count", "3", "--seed", "1", "--split", "all", "--corpus", "c", "--out", "o",
-      "--no-tesseract"],
+      "--no-tesseract", "--set", "text.ner=true", "--set", "pixel.margin=2"],
      {"count": 3, "seed": 1, "split": "all", "corpus": Path("c"), "out": Path("o"),
-      "no_tesseract": True}),
+      "no_tesseract": True, "settings": ["text.ner=true", "pixel.margin=2"]}),
 ])
 def test_common_flags_parse_to_the_benchmarks_defaults(argv, expected):
     assert vars(_parser().parse_args(argv)) == expected
+
+
+def test_set_flags_reach_the_profile_veil_runs():
+    args = _parser().parse_args(["--set", "text.ner=true", "--set", "pixel.margin=2"])
+    assert pixelrun.settings_of(args) == {"text.ner": "true", "pixel.margin": "2"}
+    run = pixelrun.VeilRun(overrides=pixelrun.settings_of(args))
+    assert run.compiled.profile.text.ner is True and run.margin == 2
+
+
+@pytest.mark.parametrize("pair", ["text.ner", "=true"])
+def test_a_malformed_set_flag_is_a_clear_error(pair):
+    with pytest.raises(pixelrun.BenchmarkError, match=r"SECTION\.KEY=VALUE"):
+        pixelrun.settings_of(_parser().parse_args(["--set", pair]))
 
 
 @pytest.mark.parametrize(("split", "expected"), [("all", COUNT), ("test", None)])
