@@ -411,6 +411,7 @@ REFINE_PAD = 2
 #: detector box is tightened (``tighten``), and the pad kept around the ink (0: the
 #: profile's redaction margin is the safety band around the glyphs).
 INK_CONTRAST = 12
+INK_PAD = 0
 #: An ink pixel with fewer than two ink pixels among its 8 neighbours (a speck, or the
 #: very tip of a stroke) must also differ from the background by this share of the
 #: box's text contrast (the ``INK_PERCENTILE`` of its differences), so specks of
@@ -419,7 +420,6 @@ INK_CONTRAST = 12
 #: a faint stroke tip left out (one pixel).
 INK_SHARE = 0.2
 INK_PERCENTILE = 98
-INK_PAD = 0
 
 
 def _neighbours(mask: np.ndarray) -> np.ndarray:
