@@ -435,11 +435,7 @@ def profile_models(
     """
     bundles: list[str] = []
     if "clean-pixel-data" in profile.options:
-        from pipeline.profile.schema import DEFAULT_PIXEL
-
-        detector = profile.pixel.value("detector") if profile.pixel else \
-            DEFAULT_PIXEL["detector"]
-        bundles += [*DETECTOR_BUNDLES[detector], RECOGNIZER_BUNDLE]
+        bundles += [*DETECTOR_BUNDLES[profile.pixel.value("detector")], RECOGNIZER_BUNDLE]
     if profile.text is not None and profile.text.ner:
         bundles.append(NER_BUNDLE)
     return [resolve_bundle(b, alias=alias, tracking_uri=tracking_uri) for b in bundles]
