@@ -24,6 +24,7 @@ from training.ner.data import (
     generate,
     make_splits,
     name_like_clinical_words,
+    templates,
 )
 
 SIZES = {"train": 60, "validation": 20, "test": 30}
@@ -126,3 +127,27 @@ def test_a_context_free_address_is_never_a_lone_city(slot: str, may_be_a_city: b
     cities = {fake.city() for fake in maker.fakers for _ in range(200)}
     values = {maker.value(slot) for _ in range(600)}
     assert bool(values & cities) is may_be_a_city
+
+
+def test_train_only_templates_leave_validation_and_test_unchanged() -> None:
+    plain = make_splits(21, SIZES)
+    extra = make_splits(21, {**SIZES, "extra_share": 0.5})
+    assert extra["validation"] == plain["validation"]
+    assert extra["test"] == plain["test"]
+    assert extra["train"] != plain["train"]
+    assert generate(40, 8, extra_share=0.0) == generate(40, 8)
+
+
+def test_no_train_only_template_is_a_held_out_one() -> None:
+    tpl = templates()
+    heldout = {t for pool in tpl["heldout"].values() for t in pool}
+    extra = [t.replace("{LONE}", "{NAME}") for pool in tpl["extra"].values() for t in pool]
+    assert extra and not heldout & set(extra)
+
+
+def test_train_only_templates_label_lone_names_and_leave_scanner_text_unlabelled() -> None:
+    examples = [e for e in generate(600, 17, extra_share=1.0)]
+    overlay = [e for e in examples if not e.spans and e.kind == "ocr"]
+    lone = [e.text[s:t] for e in examples for s, t, entity in e.spans if entity == "NAME"]
+    assert len(overlay) > 50 and len(lone) > 100
+    assert not any(mark in name for name in lone for mark in ",^.")  # one name, no format

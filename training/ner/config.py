@@ -26,6 +26,8 @@ class DataConfig(_Strict):
     train: int = Field(default=24000, ge=8)
     validation: int = Field(default=2000, ge=4)
     test: int = Field(default=4000, ge=4)
+    extra_share: float = Field(default=0.0, ge=0, lt=1,
+                               description="share of train-only templates in the train split")
 
 
 class TokenizerConfig(_Strict):

@@ -36,7 +36,8 @@ MIXED_SHARE = 0.35
 #: that is a street or full address, never a lone city: several Faker locales (fr_FR,
 #: es_ES, pt_BR) make a third to a half of their cities from surnames, so a city with no
 #: key or context before it is a name as often as a place and its label cannot be learnt.
-SLOT_ENTITY = {"ADDRESS": "LOCATION"}
+#: ``LONE`` is a NAME that is one surname or one given name.
+SLOT_ENTITY = {"ADDRESS": "LOCATION", "LONE": "NAME"}
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,12 @@ class _Maker:
             fmt = rng.choice(self.formats["name"])
             return fmt.format(first=first, last=last, FIRST=first.upper(), LAST=last.upper(),
                               last2=fake.last_name(), i=first[0], I=first[0].upper())
+        if slot == "LONE":
+            word = fake.last_name() if rng.random() < 0.7 else fake.first_name()
+            style = rng.random()
+            return word.upper() if style < 0.4 else word if style < 0.9 else word.lower()
+        if slot == "overlay":
+            return self.pattern(rng.choice(self.formats["overlay"]))
         if slot == "ID":
             return self.pattern(rng.choice(self.formats["id"]))
         if slot == "DATE":
@@ -267,14 +274,23 @@ def _mixed(maker: _Maker) -> str:
     return text.replace("\t", " ")
 
 
-def generate(n: int, seed: int, *, heldout: bool = False) -> list[Example]:
-    """``n`` examples from ``seed``; ``heldout`` mixes in the held-out templates (test)."""
+def generate(n: int, seed: int, *, heldout: bool = False,
+             extra_share: float = 0.0) -> list[Example]:
+    """``n`` examples from ``seed``; ``heldout`` mixes in the held-out templates (test),
+    ``extra_share`` of the examples come from the train-only ``extra`` templates (at 0,
+    the random stream is the one without them, so splits made before them are unchanged).
+    """
     rng = random.Random(seed)
     maker = _Maker(rng)
     tpl = templates()
     kinds = sorted(tpl["train"])
+    extra_kinds = sorted(tpl["extra"])
     out = []
     for _ in range(n):
+        if extra_share > 0 and rng.random() < extra_share:
+            kind = rng.choice(extra_kinds)
+            out.append(render(rng.choice(tpl["extra"][kind]), maker, kind))
+            continue
         if rng.random() < MIXED_SHARE:
             out.append(render(_mixed(maker), maker, "mixed"))
             continue
@@ -286,10 +302,11 @@ def generate(n: int, seed: int, *, heldout: bool = False) -> list[Example]:
     return out
 
 
-def make_splits(seed: int, sizes: dict[str, int]) -> dict[str, list[Example]]:
-    """Train, validation and test splits from disjoint seeds (``seed``, +1, +2)."""
+def make_splits(seed: int, sizes: dict[str, Any]) -> dict[str, list[Example]]:
+    """Train, validation and test splits from disjoint seeds (``seed``, +1, +2); the
+    train-only templates make ``sizes["extra_share"]`` (default 0) of the train split."""
     return {
-        "train": generate(sizes["train"], seed),
+        "train": generate(sizes["train"], seed, extra_share=float(sizes.get("extra_share", 0))),
         "validation": generate(sizes["validation"], seed + 1),
         "test": generate(sizes["test"], seed + 2, heldout=True),
     }
