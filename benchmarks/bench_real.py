@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
             if after_text is not None:
                 tally.ocr_after += pm.readable_count(_ocr_lines(entry), after_text)
             notes.append(f"{name} {elapsed:.2f} s")
+            cached = getattr(runners[name], "read_cache_cell", lambda: None)()
+            if cached:
+                notes.append(cached)
         print(f"  {entry['package']}:{entry['path']} ({entry['frames']} frame(s)): "
               + ", ".join(notes), flush=True)
 

@@ -104,6 +104,15 @@ def test_a_file_run_writes_the_output_and_its_mask_covers_the_phi(corpus, veil, 
     # the runner form writes the same file and returns the same mask
     again = veil(root / entry["name"], tmp_path / "again.dcm")
     assert np.array_equal(again, mask)
+    # each file is timed cold: the second run read every crop again
+    assert veil.read_cache_cell().startswith("read cache 0/")
+    veil.fresh_cache = False
+    try:
+        veil.run(root / entry["name"])
+        hits, asked = map(int, veil.read_cache_cell().split()[2].split("/"))
+        assert hits > 0 and asked == 2 * hits  # a kept cache answers the repeat
+    finally:
+        veil.fresh_cache = True
     assert pm.header_leaks(target, entry["phi_strings"]) == []
 
 

@@ -94,16 +94,30 @@ def default_engines(
     det_threshold: float | None, box_threshold: float | None,
     detector: str = DEFAULT_PIXEL["detector"],
     threads: int | None = None,
+    read_cache: int = DEFAULT_PIXEL["read_cache"],
 ) -> PixelEngines:
-    """ONNX engines (``detector``: one of ``TEXT_DETECTORS``; PP-OCRv4 recognizer), built
-    once per process, per thresholds and per ``threads`` (ONNX Runtime intra-op threads;
-    :func:`cpu_budget` when None: its own default spawns one thread per physical core,
-    which oversubscribes a process pinned to fewer)."""
-    from pipeline.pixel.ppocr import PPOCRRecognizer
-
+    """ONNX engines (``detector``: one of ``TEXT_DETECTORS``; PP-OCRv4 recognizer behind a
+    cache of ``read_cache`` results, none at 0), built once per process, per thresholds
+    and per ``threads`` (ONNX Runtime intra-op threads; :func:`cpu_budget` when None: its
+    own default spawns one thread per physical core, which oversubscribes a process
+    pinned to fewer)."""
     threads = cpu_budget() if threads is None else threads
     return PixelEngines(make_detector(detector, det_threshold, box_threshold, threads),
-                        PPOCRRecognizer(intra_op_num_threads=threads))
+                        make_recognizer(threads, read_cache))
+
+
+def make_recognizer(threads: int | None = None, read_cache: int = 0,
+                    **options: Any) -> TextRecognizer:
+    """The PP-OCRv4 recognizer (``options``: its batching, e.g. ``batch_size``), behind a
+    :class:`~pipeline.pixel.cache.CachedRecognizer` of ``read_cache`` entries when > 0."""
+    from pipeline.pixel.ppocr import PPOCRRecognizer
+
+    recognizer = PPOCRRecognizer(intra_op_num_threads=threads, **options)
+    if read_cache <= 0:
+        return recognizer
+    from pipeline.pixel.cache import CachedRecognizer
+
+    return CachedRecognizer(recognizer, read_cache)
 
 
 def make_detector(name: str, det_threshold: float | None = None,
@@ -142,7 +156,8 @@ def make_detector(name: str, det_threshold: float | None = None,
 def engines_for(settings: PixelSettings) -> PixelEngines:
     """The default engines for a profile's pixel settings."""
     return default_engines(settings.det_threshold, settings.box_threshold,
-                           settings.value("detector"), cpu_budget())
+                           settings.value("detector"), cpu_budget(),
+                           int(settings.value("read_cache")))
 
 
 def _matches(rule: RegionRule, ds: Dataset) -> bool:
