@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("ray.serve")
 pytest.importorskip("onnxruntime")
 
+from pipeline.pixel.cache import CachedRecognizer
 from pipeline.pixel.ensemble import UnionDetector
 from pipeline.pixel.frames import views
 from pipeline.pixel.stage import clean_pixels, engines_for, make_detector
@@ -110,7 +111,8 @@ def test_app_deploys_and_answers_health_checks(app):
 def test_findings_and_pixels_are_the_same_through_serve_and_in_process(app, settings):
     served = resolve_engines(settings, app_name=APP)
     assert isinstance(served.detector, ServeTextDetector)
-    assert isinstance(served.recognizer, ServeTextRecognizer)
+    assert isinstance(served.recognizer, CachedRecognizer)  # repeated crops are not sent
+    assert isinstance(served.recognizer.inner, ServeTextRecognizer)
     embedded = engines_for(settings)
     # provenance: the job report names the models the deployments serve, as in process
     assert engine_refs(served.detector) == engine_refs(embedded.detector)
@@ -128,6 +130,7 @@ def test_findings_and_pixels_are_the_same_through_serve_and_in_process(app, sett
         assert a.PixelData == b.PixelData
         compared += len(local.findings)
     assert compared > 0  # the files do hold text: the comparison is not vacuous
+    assert served.recognizer.misses > 0  # and the crops were read by the deployment
 
 
 def test_ner_spans_are_the_same_through_serve_and_in_process(app):
