@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.ner.metrics import entity_scores, flatten
+from training.ner.metrics import covered_recall, entity_scores, flatten
 
 N, D = "NAME", "DATE"
 
@@ -39,3 +39,22 @@ def test_mismatched_lengths_are_refused() -> None:
 def test_flatten_names_each_metric() -> None:
     flat = flatten(entity_scores([[(0, 1, N)]], [[(0, 1, N)]]), "test")
     assert flat["test_NAME_f1"] == 1.0 and flat["test_micro_recall"] == 1.0
+
+
+@pytest.mark.parametrize(("pred", "expected"), [
+    ([(0, 10, N)], 1.0),                  # exact
+    ([(0, 10, D)], 1.0),                  # another entity still removes it
+    ([(0, 4, N), (5, 10, N)], 1.0),       # split at the space: every letter is inside
+    ([(0, 15, N)], 1.0),                  # over-long
+    ([(0, 9, N)], 0.0),                   # the last letter left out
+    ([(1, 10, N)], 0.0),                  # the first letter left out
+    ([], 0.0),
+])
+def test_covered_recall_counts_a_value_only_when_every_letter_is_inside(pred, expected):
+    text = "JOHN SMITH was here"  # the gold name is text[0:10]
+    assert covered_recall([text], [[(0, 10, N)]], [pred])[N]["recall"] == expected
+
+
+def test_covered_recall_refuses_mismatched_lengths():
+    with pytest.raises(ValueError, match="one entry per text"):
+        covered_recall(["a"], [[]], [])

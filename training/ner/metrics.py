@@ -1,4 +1,5 @@
-"""Entity-level exact-span precision, recall and F1 (per entity and micro)."""
+"""Entity-level exact-span precision, recall and F1 (per entity and micro), and the
+redaction recall: gold spans whose characters all fall inside some predicted span."""
 
 from __future__ import annotations
 
@@ -31,6 +32,30 @@ def entity_scores(
             fn[s[2]] += 1
     out = {e: _prf(tp[e], fp[e], fn[e]) for e in sorted(set(tp) | set(fp) | set(fn))}
     out["micro"] = _prf(sum(tp.values()), sum(fp.values()), sum(fn.values()))
+    return out
+
+
+def covered_recall(
+    texts: Sequence[str], gold: Sequence[Iterable[Span]], pred: Sequence[Iterable[Span]]
+) -> dict[str, dict[str, float]]:
+    """Per-entity and ``micro`` share of gold spans whose every non-space character lies
+    inside a predicted span of any entity (what a scrubber would remove): a span found
+    with another type, or split in two, still counts; one cut short does not.
+    """
+    if not len(texts) == len(gold) == len(pred):
+        raise ValueError("texts, gold and predictions need one entry per text")
+    hit: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for text, g_spans, p_spans in zip(texts, gold, pred, strict=True):
+        inside = [False] * len(text)
+        for start, end, _ in p_spans:
+            inside[start:end] = [True] * (end - start)
+        for start, end, entity in g_spans:
+            total[entity] += 1
+            hit[entity] += all(inside[i] for i in range(start, end) if not text[i].isspace())
+    out = {e: {"recall": hit[e] / total[e], "support": float(total[e])} for e in sorted(total)}
+    n = sum(total.values())
+    out["micro"] = {"recall": sum(hit.values()) / n if n else 0.0, "support": float(n)}
     return out
 
 
