@@ -58,3 +58,21 @@ def test_covered_recall_counts_a_value_only_when_every_letter_is_inside(pred, ex
 def test_covered_recall_refuses_mismatched_lengths():
     with pytest.raises(ValueError, match="one entry per text"):
         covered_recall(["a"], [[]], [])
+
+
+def test_evaluate_prints_one_row_per_entity_and_micro(tmp_path, capsys):
+    import yaml
+
+    from training.ner import evaluate
+
+    config = tmp_path / "ner.yaml"
+    config.write_text(yaml.safe_dump({"data": {"test": 40}}), encoding="utf-8")
+    evaluate.main(["--config", str(config)])
+    out = capsys.readouterr().out
+    assert "40 held-out test texts" in out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")]
+    assert rows[0][0].strip() == "entity" and rows[-1][0].strip() == "micro"
+    values = [float(cell) for row in rows[2:] for cell in row[2:]]
+    assert values and all(0.0 <= v <= 1.0 for v in values)
+    micro = [float(cell) for cell in rows[-1][2:]]
+    assert micro[3] >= micro[1] > micro[2]  # rules + model cover at least the model
