@@ -71,6 +71,22 @@ def test_header_values_are_found_through_ocr_noise(text: str, entity: str) -> No
     assert finding.source == "header"
 
 
+@pytest.mark.parametrize(("text", "day"), [
+    ("17/2018", datetime.date(2018, 7, 17)),       # "07/17/2018" with its start cut off
+    ("07.08.195", datetime.date(1950, 8, 7)),      # "07.08.1950" with its end cut off
+    ("/10/1993", datetime.date(1993, 10, 7)),      # "Born 07/10/1993"
+    ("Dct 02 1943", datetime.date(1943, 10, 2)),   # "Oct 02 1943", O read as D
+])
+def test_a_header_date_cut_short_is_still_that_date(text: str, day: datetime.date) -> None:
+    finding = one(text, HeaderContext(dates=frozenset({day})))
+    assert finding is not None and (finding.entity, finding.source) == ("DATE", "header")
+
+
+@pytest.mark.parametrize("text", ["SL 2018", "07/17", "TR 4000 TE 90", "12:30:45"])
+def test_too_little_of_a_header_date_is_not_a_match(text: str) -> None:
+    assert one(text, HeaderContext(dates=frozenset({datetime.date(2018, 7, 17)}))) is None
+
+
 @pytest.mark.parametrize("text", [
     "W 400 L 40", "W400L40", "120 kV", "kV 120", "mAs 200", "5 cm", "R", "L", "A", "P", "H",
     "F", "AXIAL", "SE 3 IM 12", "IMA 12", "1/2", "SCANNER", "HEAD FIRST SUPINE", "CHEST",

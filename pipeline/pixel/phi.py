@@ -14,13 +14,17 @@ OCR-tolerant matcher:
   distinctive words of institutions and other values, and every header date rendered in
   common formats (``YYYYMMDD``, ``DD/MM/YYYY``, ``MM/DD/YYYY``, ``DD.MM.YYYY``,
   ``YYYY-MM-DD``, ``DD-Mon-YYYY``, ``Mon DD YYYY``, padded or not, 2-digit years);
-* ``^`` read as ``A`` needs nothing special: ``DOEAJOHN`` contains ``DOE`` and ``JOHN``.
+* ``^`` read as ``A`` needs nothing special: ``DOEAJOHN`` contains ``DOE`` and ``JOHN``;
+* a header date cut short is still that date: a detector box that misses the start or
+  the end of a line (faint glyphs over a brighter background) reads ``17/2018`` or
+  ``07.08.195``; a prefix or suffix of a rendered date of at least
+  ``PARTIAL_DATE_CHARS`` characters, ``PARTIAL_DATE_DIGITS`` of them digits, is a match.
 
 Confidence is a match factor times the recogniser score: 0.99 for a header value found
 verbatim (tagger on the raw text, or squashed without confusable folding), 0.9 when only
-confusable folding or a variant finds it, 0.6 for a lone name part buried inside a longer
-token, the tagger's own confidence for pattern and dictionary spans, 0.5 for the safety
-rule below.
+confusable folding or a variant finds it, or for a date cut short, 0.6 for a lone name
+part buried inside a longer token, the tagger's own confidence for pattern and
+dictionary spans, 0.5 for the safety rule below.
 
 Choices (safety first, a leaked name is worse than a redacted ruler):
 
@@ -63,6 +67,9 @@ from pipeline.text.vocabulary import clinical_vocabulary, name_dictionary
 Mode = Literal["all-text", "phi-only", "none"]
 
 _EXACT, _FOLDED, _PARTIAL, _SAFETY = 0.99, 0.9, 0.6, 0.5
+#: A header date cut short (see the module notes): at least this many characters of one
+#: rendering, squashed, and this many digits among them.
+PARTIAL_DATE_CHARS, PARTIAL_DATE_DIGITS = 6, 4
 #: Confusable characters mapped to one representative (applied after upper-casing).
 _CONFUSABLE = str.maketrans({"0": "O", "1": "I", "L": "I", "|": "I", "!": "I", "5": "S",
                              "8": "B", "2": "Z", "6": "G"})
@@ -232,6 +239,7 @@ class _Keys:
 
     names: tuple[tuple[str, str], ...]
     values: tuple[tuple[str, str, str], ...]
+    date_pieces: tuple[tuple[str, str], ...] = ()
 
 
 @functools.lru_cache(maxsize=256)
@@ -251,9 +259,21 @@ def _keys(context: HeaderContext) -> _Keys:
             if any(w not in generic for w in words):
                 keys.append(_squash(value))
             values.update((k, _fold_squash(k), entity) for k in keys if len(k) >= 4)
+    pieces: set[tuple[str, str]] = set()
     for day in context.dates:
-        values.update((k, _fold_squash(k), "DATE") for k in _date_forms(day))
-    return _Keys(tuple(sorted(names)), tuple(sorted(values)))
+        forms = _date_forms(day)
+        values.update((k, _fold_squash(k), "DATE") for k in forms)
+        pieces.update((p, _fold_squash(p)) for k in forms for p in _cut_short(k))
+    return _Keys(tuple(sorted(names)), tuple(sorted(values)), tuple(sorted(pieces)))
+
+
+def _cut_short(form: str) -> set[str]:
+    """The prefixes and suffixes of a squashed date rendering that a cut line may leave
+    (shorter than the whole, at least ``PARTIAL_DATE_CHARS`` long, with at least
+    ``PARTIAL_DATE_DIGITS`` digits)."""
+    cuts = {form[:k] for k in range(PARTIAL_DATE_CHARS, len(form))}
+    cuts |= {form[-k:] for k in range(PARTIAL_DATE_CHARS, len(form))}
+    return {c for c in cuts if sum(ch.isdigit() for ch in c) >= PARTIAL_DATE_DIGITS}
 
 
 def _date_forms(day: datetime.date) -> set[str]:
@@ -274,11 +294,17 @@ def _header_hits(text: str, context: HeaderContext) -> Iterator[_Hit]:
         return
     keys = _keys(context)
     plain, folded = _squash(text), _fold_squash(text)
+    dated = False
     for key, fkey, entity in keys.values:
         if key in plain:
+            dated |= entity == "DATE"
             yield _Hit(entity, _EXACT, "header")
         elif fkey in folded:
+            dated |= entity == "DATE"
             yield _Hit(entity, _FOLDED, "header")
+    if not dated and any(piece in plain or fpiece in folded
+                         for piece, fpiece in keys.date_pieces):
+        yield _Hit("DATE", _FOLDED, "header")
     found = [(key, fkey) for key, fkey in keys.names if fkey in folded]
     if not found:
         return
