@@ -82,6 +82,19 @@ def test_a_header_date_cut_short_is_still_that_date(text: str, day: datetime.dat
     assert finding is not None and (finding.entity, finding.source) == ("DATE", "header")
 
 
+@pytest.mark.parametrize("text", ["DOB 2±.08.1985", "D.O.B. O5.O6.l983", "Born: 7/1O/93?",
+                                  "BIRTH DATE ##.12.1950", "dob:1950"])
+def test_a_birth_date_label_makes_its_value_a_date_however_it_reads(text: str) -> None:
+    finding = one(text, EMPTY)
+    assert finding is not None and finding.entity == "DATE"
+
+
+@pytest.mark.parametrize("text", ["DOB", "DOB: --", "Born 12", "ADOBE 1234", "DOBUTAMINE 2000 MG"])
+def test_a_birth_date_label_without_a_date_is_not_one(text: str) -> None:
+    finding = one(text, EMPTY)
+    assert finding is None or finding.entity != "DATE"
+
+
 @pytest.mark.parametrize("text", ["SL 2018", "07/17", "TR 4000 TE 90", "12:30:45"])
 def test_too_little_of_a_header_date_is_not_a_match(text: str) -> None:
     assert one(text, HeaderContext(dates=frozenset({datetime.date(2018, 7, 17)}))) is None

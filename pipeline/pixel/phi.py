@@ -39,7 +39,10 @@ Choices (safety first, a leaked name is worse than a redacted ruler):
   clinical vocabulary that is not also a person name) is not a finding unless it matches
   the header; this veto never applies to a 5+ digit run;
 * ``FAMILYAGIVEN`` with names the header does not hold is split at each inner ``A`` and
-  flagged when both halves are dictionary names that are not clinical words.
+  flagged when both halves are dictionary names that are not clinical words;
+* a birth-date label (``DOB``, ``D.O.B.``, ``Birth``, ``Born``) followed by a value with
+  at least ``PARTIAL_DATE_DIGITS`` digits is a date however the value reads
+  (``DOB 2±.08.1985``: a 7 px ``4`` read as ``±`` and ``6`` as ``8``).
 
 One :class:`Finding` is returned per flagged box, with the most confident entity among
 those allowed by ``entities``. In "all-text" mode a box with no PHI is ``OTHER``; with
@@ -97,6 +100,8 @@ _OVERLAY_TOKEN = re.compile(
     r"|\d{1,3}/\d{1,3}|(?:[A-Z]{1,4}[:=]?[-+]?\d{1,4}(?:[.,]\d+)?)+"
 )
 _TOKEN_SPLIT = re.compile(r"[\s,;:=()\[\]]+")
+_BIRTH_LABEL = re.compile(r"(?<![A-Z])(?:D\.?\s?O\.?\s?B\.?|BIRTH(?:\s?DATE)?|BORN)(?![A-Z])"
+                          r"\s*[:#=.-]?\s*(?P<value>\S.*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,8 @@ def _hits(text: str, context: HeaderContext, tagger: PhiTagger) -> list[_Hit]:
             else:
                 factor = span.confidence * (1.0 if i == 0 else _FOLDED)
                 other.append(_Hit(span.entity, factor, span.source))
+    if _birth_date(text):
+        other.append(_Hit("DATE", _FOLDED, "pattern"))
     if _DIGIT_RUN.search(text):
         return [*header, *other, _Hit("ID", _SAFETY, "pattern")]
     if _caret_split_name(text):
@@ -337,6 +344,16 @@ def _caret_split_name(text: str) -> bool:
             if all(len(p) >= 3 and p in names and p not in vocabulary for p in (left, right)):
                 return True
     return False
+
+
+def _birth_date(text: str) -> bool:
+    """True when a birth-date label is followed by a value with enough digits (letters
+    read for digits count: ``O5.O6.l983``)."""
+    m = _BIRTH_LABEL.search(fold(text))
+    if m is None:
+        return False
+    value = m.group("value").upper().translate(_TO_DIGIT)
+    return sum(ch.isdigit() for ch in value) >= PARTIAL_DATE_DIGITS
 
 
 def _only_overlay(text: str) -> bool:
