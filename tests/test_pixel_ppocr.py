@@ -150,6 +150,9 @@ def test_ctc_greedy_decode_merges_repeats_and_drops_blanks():
     result = ctc_greedy_decode(probs, charset)
     assert result.text == "AAB B"
     assert result.score == pytest.approx(0.9)
+    # each character spans its run of steps, as fractions of the input width
+    assert np.allclose(result.chars, [(0.0, 0.2), (0.3, 0.4), (0.4, 0.6), (0.8, 0.9),
+                                      (0.9, 1.0)])
     assert ctc_greedy_decode(np.eye(4, dtype=np.float32)[[0, 0]], charset).text == ""
     assert "AAB" not in repr(result)  # recognised text stays out of reprs/logs
 

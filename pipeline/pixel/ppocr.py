@@ -378,12 +378,21 @@ class PPOCRRecognizer:
         crops = [image[b.y0:b.y1, b.x0:b.x1] for b in boxes]
         results = [Recognition("", 0.0)] * len(boxes)
         usable = [i for i, c in enumerate(crops) if c.shape[0] > 0 and c.shape[1] > 0]
+        height = int(self.prep["input_height"])
         for batch in self.buckets([crops[i].shape[1] / crops[i].shape[0] for i in usable]):
             members = [usable[k] for k in batch]
             tensor = self._batch([crops[i] for i in members])
             probs = self.session.run(None, {self.input_name: tensor})[0]
             for i, row in zip(members, probs, strict=True):
-                results[i] = ctc_greedy_decode(row, self.charset)
+                read = ctc_greedy_decode(row, self.charset)
+                if read.chars:  # fractions of the input width -> of the crop's own width
+                    crop = crops[i]
+                    cols = min(tensor.shape[3],
+                               max(1, math.ceil(height * crop.shape[1] / crop.shape[0])))
+                    stretch = tensor.shape[3] / cols
+                    read = Recognition(read.text, read.score, tuple(
+                        (min(1.0, a * stretch), min(1.0, b * stretch)) for a, b in read.chars))
+                results[i] = read
         return results
 
     def input_width(self, ratio: float) -> int:
@@ -424,11 +433,20 @@ def ctc_greedy_decode(probs: np.ndarray, charset: list[str]) -> Recognition:
     """Greedy CTC: best class per step, merge repeats, drop blanks (class 0).
 
     ``probs`` is (time, classes); the score is the mean probability of the kept steps.
+    Each character spans the steps of its run of the same class, given as fractions of
+    the steps (so of the input width).
     """
     best = probs.argmax(axis=1)
     confidence = probs.max(axis=1)
     keep = best != 0
     keep[1:] &= best[1:] != best[:-1]
     text = "".join(charset[i] for i in best[keep])
-    score = float(confidence[keep].mean()) if keep.any() else 0.0
-    return Recognition(text=text, score=score)
+    if not keep.any():
+        return Recognition(text=text, score=0.0, chars=())
+    steps = len(best)
+    starts = np.flatnonzero(keep)
+    ends = np.flatnonzero(np.append(best[1:] != best[:-1], True))  # last step of each run
+    ends = ends[np.searchsorted(ends, starts)]
+    return Recognition(text=text, score=float(confidence[keep].mean()),
+                       chars=tuple((float(a) / steps, float(b + 1) / steps)
+                                   for a, b in zip(starts, ends, strict=True)))

@@ -14,6 +14,7 @@ and reported as ``rejected``.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -214,6 +215,8 @@ def clean_pixels(
             texts: list[Recognition] = engines.recognizer.recognize(view.image, to_read)
             phi = {id(f.box): f for f in decide(to_read, texts, context, mode=mode,
                                                 entities=entities, tagger=tagger)}
+            wider = follow_lines(view, [b for b in to_read if id(b) in phi],
+                                 engines.recognizer)
             for box, text in zip(to_read, texts, strict=True):
                 finding = phi.get(id(box))
                 if finding is None and _unreadable_line(stored[id(box)], text):
@@ -222,7 +225,10 @@ def clean_pixels(
                     found.append((stored[id(box)], "OTHER", text.score, REJECTED, "detector"))
                 else:
                     status = CLEARED if finding.confidence >= threshold else PENDING
-                    found.append((stored[id(box)], finding.entity, finding.confidence, status,
+                    region = stored[id(box)]
+                    if id(box) in wider:
+                        region = _widen(view, region, box, *wider[id(box)])
+                    found.append((region, finding.entity, finding.confidence, status,
                                   finding.source))
     found.extend((region, "OTHER", 1.0, CLEARED, "region") for region in regions)
     findings = _merge(_extend_lines(found))
@@ -235,6 +241,88 @@ def clean_pixels(
         return PixelOutcome(tuple(findings), None, scanned)
     result = redact(ds, to_redact, fill=settings.value("fill"), margin=margin, xp=engines.xp)
     return PixelOutcome(tuple(findings), result, scanned)
+
+
+#: Line following (:func:`follow_lines`): how far beyond each end of a PHI box the line is
+#: read again, the widest gap between two characters of one line, in text heights (the
+#: height of the box's ink), and the least mean character score of such a read.
+FOLLOW_REACH, FOLLOW_GAP, FOLLOW_SCORE = 4.0, 1.0, 0.6
+#: Added beyond the outermost character found, in text heights: character edges from
+#: CTC steps fall a little inside the ink.
+FOLLOW_PAD = 0.3
+
+
+def follow_lines(view: View, boxes: list[TextBox], recognizer: TextRecognizer
+                 ) -> dict[int, tuple[int, int]]:
+    """Where the text lines of PHI ``boxes`` really end, by ``id(box)``: (x0, x1) in view
+    pixels, for the boxes whose line goes on beyond them.
+
+    A detector box can stop short of its line's ends: text drawn at one grey level over
+    a background that brightens along the line fades out where the two meet (the "GA"
+    of "GARCIA HOSPITAL", the "Dr." before a name), though the stored values still
+    differ and a window setting shows it. The recogniser reads those glyphs when given
+    the stretch beside the box: each end is read again over ``FOLLOW_REACH`` heights
+    (plus one height inside the box, for context), and characters whose gaps to the box
+    stay under ``FOLLOW_GAP`` heights extend it. Needs a recogniser that reports
+    character positions (:attr:`Recognition.chars`); others change nothing.
+    """
+    width = view.image.shape[1]
+    windows: list[TextBox] = []
+    owners: list[tuple[TextBox, str]] = []
+    inks: dict[int, TextBox] = {}
+    for box in boxes:
+        ink = tighten(view.image, box)
+        if ink.area == 0:
+            continue
+        inks[id(box)] = ink
+        h, reach = box.height, round(FOLLOW_REACH * ink.height)
+        if box.x0 > 0:
+            windows.append(TextBox(max(0, box.x0 - reach), box.y0, min(box.x1, box.x0 + h),
+                                   box.y1, box.score, box.frame))
+            owners.append((box, "left"))
+        if box.x1 < width:
+            windows.append(TextBox(max(box.x0, box.x1 - h), box.y0, min(width, box.x1 + reach),
+                                   box.y1, box.score, box.frame))
+            owners.append((box, "right"))
+    if not windows:
+        return {}
+    out: dict[int, tuple[int, int]] = {}
+    for (box, side), window, read in zip(owners, windows, recognizer.recognize(
+            view.image, windows), strict=True):
+        if read.score < FOLLOW_SCORE or not read.chars or len(read.chars) != len(read.text):
+            continue
+        marks = sorted((window.x0 + a * window.width, window.x0 + b * window.width)
+                       for (a, b), ch in zip(read.chars, read.text, strict=True)
+                       if not ch.isspace())
+        ink = inks[id(box)]
+        gap, pad = FOLLOW_GAP * ink.height, max(1.0, FOLLOW_PAD * ink.height)
+        lo, hi = out.get(id(box), (ink.x0, ink.x1))
+        if side == "left":  # characters wholly left of the ink, chained to it
+            edge = float(ink.x0)
+            for start, end in reversed([m for m in marks if m[1] <= ink.x0]):
+                if end < edge - gap:
+                    break
+                edge = start
+            if edge < ink.x0:
+                lo = min(lo, max(0, math.floor(edge - pad)))
+        else:
+            edge = float(ink.x1)
+            for start, end in [m for m in marks if m[0] >= ink.x1]:
+                if start > edge + gap:
+                    break
+                edge = end
+            if edge > ink.x1:
+                hi = max(hi, min(width, math.ceil(edge + pad)))
+        if (lo, hi) != (ink.x0, ink.x1):
+            out[id(box)] = (lo, hi)
+    return out
+
+
+def _widen(view: View, region: TextBox, box: TextBox, x0: int, x1: int) -> TextBox:
+    """``region`` (stored) widened to the view columns ``x0..x1`` of its line."""
+    line = view.to_stored(TextBox(x0, box.y0, x1, box.y1, box.score, box.frame))
+    return TextBox(min(region.x0, line.x0), region.y0, max(region.x1, line.x1), region.y1,
+                   region.score, region.frame)
 
 
 def _ink_box(view: View, box: TextBox, margin: int) -> TextBox:

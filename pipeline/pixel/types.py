@@ -66,10 +66,14 @@ class Recognition:
         The recognised string (may be empty).
     score : float
         Mean per-character confidence in [0, 1] (0 for an empty string).
+    chars : tuple of (float, float), optional
+        Where each character of ``text`` lies across the box: its left and right edges
+        as fractions of the box width (None when the recogniser does not say).
     """
 
     text: str
     score: float
+    chars: tuple[tuple[float, float], ...] | None = None
 
     def __repr__(self) -> str:
         return f"Recognition(text=<{len(self.text)} chars>, score={self.score:.3f})"
