@@ -245,77 +245,103 @@ def clean_pixels(
 
 #: Line following (:func:`follow_lines`): how far beyond each end of a PHI box the line is
 #: read again, the widest gap between two characters of one line, in text heights (the
-#: height of the box's ink), and the least mean character score of such a read.
-FOLLOW_REACH, FOLLOW_GAP, FOLLOW_SCORE = 4.0, 1.0, 0.6
+#: height of the box's ink), and the least mean character score of such a read. A
+#: character's position is its CTC steps, a narrow stretch inside the glyph, so gaps
+#: between the positions of neighbours run up to about a height; two heights is also
+#: what the stage's line rule (``_same_line``) takes for one line.
+FOLLOW_REACH, FOLLOW_GAP, FOLLOW_SCORE = 4.0, 2.0, 0.6
+#: Most stretches read beyond each end of one line.
+FOLLOW_ROUNDS = 3
 #: Added beyond the outermost character found, in text heights: character edges from
 #: CTC steps fall a little inside the ink.
-FOLLOW_PAD = 0.3
+FOLLOW_PAD = 0.5
 
 
 def follow_lines(view: View, boxes: list[TextBox], recognizer: TextRecognizer
                  ) -> dict[int, tuple[int, int]]:
     """Where the text lines of PHI ``boxes`` really end, by ``id(box)``: (x0, x1) in view
-    pixels, for the boxes whose line goes on beyond them.
+    pixels, for the boxes whose line goes on beyond their ink.
 
     A detector box can stop short of its line's ends: text drawn at one grey level over
     a background that brightens along the line fades out where the two meet (the "GA"
     of "GARCIA HOSPITAL", the "Dr." before a name), though the stored values still
     differ and a window setting shows it. The recogniser reads those glyphs when given
-    the stretch beside the box: each end is read again over ``FOLLOW_REACH`` heights
-    (plus one height inside the box, for context), and characters whose gaps to the box
-    stay under ``FOLLOW_GAP`` heights extend it. Needs a recogniser that reports
-    character positions (:attr:`Recognition.chars`); others change nothing.
+    the stretch beside the box: each end is read again over ``FOLLOW_REACH`` text
+    heights (plus one box height of the line, for context), and characters that begin
+    past the ink, chained to it by gaps under ``FOLLOW_GAP`` heights, extend it; when they run to the
+    far end of that stretch, the next stretch is read (at most ``FOLLOW_ROUNDS``). Needs
+    a recogniser that reports character positions (:attr:`Recognition.chars`); others
+    change nothing.
     """
     width = view.image.shape[1]
-    windows: list[TextBox] = []
-    owners: list[tuple[TextBox, str]] = []
+    # (box, side) -> [edge reached, text height, still going]
+    state: dict[tuple[int, str], list[float]] = {}
     inks: dict[int, TextBox] = {}
     for box in boxes:
         ink = tighten(view.image, box)
         if ink.area == 0:
             continue
         inks[id(box)] = ink
-        h, reach = box.height, round(FOLLOW_REACH * ink.height)
         if box.x0 > 0:
-            windows.append(TextBox(max(0, box.x0 - reach), box.y0, min(box.x1, box.x0 + h),
-                                   box.y1, box.score, box.frame))
-            owners.append((box, "left"))
+            state[(id(box), "left")] = [float(ink.x0), float(ink.height), 1.0]
         if box.x1 < width:
-            windows.append(TextBox(max(box.x0, box.x1 - h), box.y0, min(width, box.x1 + reach),
-                                   box.y1, box.score, box.frame))
-            owners.append((box, "right"))
-    if not windows:
-        return {}
+            state[(id(box), "right")] = [float(ink.x1), float(ink.height), 1.0]
+    by_id = {id(box): box for box in boxes}
+    for _ in range(FOLLOW_ROUNDS):
+        going = [key for key, value in state.items() if value[2]]
+        if not going:
+            break
+        windows = [_follow_window(by_id[key[0]], key[1], state[key], width) for key in going]
+        for key, window, read in zip(going, windows, recognizer.recognize(
+                view.image, windows), strict=True):
+            state[key][2] = 0.0
+            if read.score < FOLLOW_SCORE or not read.chars or len(read.chars) != len(read.text):
+                continue
+            marks = sorted((window.x0 + a * window.width, window.x0 + b * window.width)
+                           for (a, b), ch in zip(read.chars, read.text, strict=True)
+                           if not ch.isspace())
+            edge, height, _ = state[key]
+            gap, moved = FOLLOW_GAP * height, edge
+            if key[1] == "left":  # characters wholly left of the edge, chained to it
+                for start, end in reversed([m for m in marks if m[0] < edge]):
+                    if end < moved - gap:
+                        break
+                    moved = start
+                going_on = moved < edge and moved - window.x0 < gap and window.x0 > 0
+            else:
+                for start, end in [m for m in marks if m[1] > edge]:
+                    if start > moved + gap:
+                        break
+                    moved = end
+                going_on = moved > edge and window.x1 - moved < gap and window.x1 < width
+            state[key] = [moved, height, 1.0 if going_on else 0.0]
     out: dict[int, tuple[int, int]] = {}
-    for (box, side), window, read in zip(owners, windows, recognizer.recognize(
-            view.image, windows), strict=True):
-        if read.score < FOLLOW_SCORE or not read.chars or len(read.chars) != len(read.text):
-            continue
-        marks = sorted((window.x0 + a * window.width, window.x0 + b * window.width)
-                       for (a, b), ch in zip(read.chars, read.text, strict=True)
-                       if not ch.isspace())
-        ink = inks[id(box)]
-        gap, pad = FOLLOW_GAP * ink.height, max(1.0, FOLLOW_PAD * ink.height)
-        lo, hi = out.get(id(box), (ink.x0, ink.x1))
-        if side == "left":  # characters wholly left of the ink, chained to it
-            edge = float(ink.x0)
-            for start, end in reversed([m for m in marks if m[1] <= ink.x0]):
-                if end < edge - gap:
-                    break
-                edge = start
-            if edge < ink.x0:
-                lo = min(lo, max(0, math.floor(edge - pad)))
-        else:
-            edge = float(ink.x1)
-            for start, end in [m for m in marks if m[0] >= ink.x1]:
-                if start > edge + gap:
-                    break
-                edge = end
-            if edge > ink.x1:
-                hi = max(hi, min(width, math.ceil(edge + pad)))
+    for box_id, ink in inks.items():
+        pad = max(1.0, FOLLOW_PAD * ink.height)
+        lo, hi = ink.x0, ink.x1
+        left, right = state.get((box_id, "left")), state.get((box_id, "right"))
+        if left is not None and left[0] < ink.x0:
+            lo = max(0, math.floor(left[0] - pad))
+        if right is not None and right[0] > ink.x1:
+            hi = min(width, math.ceil(right[0] + pad))
         if (lo, hi) != (ink.x0, ink.x1):
-            out[id(box)] = (lo, hi)
+            out[box_id] = (lo, hi)
     return out
+
+
+def _follow_window(box: TextBox, side: str, state: list[float], width: int) -> TextBox:
+    """The stretch of ``box``'s line read next on ``side``, from the edge reached so far
+    (the first time: the box's own end, one box height inside it for context)."""
+    edge, height, _ = state
+    reach, context = round(FOLLOW_REACH * height), box.height
+    if side == "left":
+        inner = min(box.x1, box.x0 + context) if edge >= box.x0 else round(edge) + context
+        return TextBox(max(0, round(edge) - reach if edge < box.x0 else box.x0 - reach),
+                       box.y0, min(width, inner), box.y1, box.score, box.frame)
+    inner = max(box.x0, box.x1 - context) if edge <= box.x1 else round(edge) - context
+    return TextBox(max(0, inner), box.y0,
+                   min(width, round(edge) + reach if edge > box.x1 else box.x1 + reach),
+                   box.y1, box.score, box.frame)
 
 
 def _widen(view: View, region: TextBox, box: TextBox, x0: int, x1: int) -> TextBox:
