@@ -125,3 +125,24 @@ def test_the_stage_redacts_the_whole_line_when_the_detector_box_stops_short(reco
     assert x0 <= truth[0] + 1 and x1 >= truth[2] - 1  # "Dr. " is redacted with the name
     after = ds.pixel_array
     assert after[truth[1]:truth[3], truth[0]:truth[2]].max() < 235
+
+
+class _Counting:
+    def __init__(self, inner: PPOCRRecognizer) -> None:
+        self.inner, self.crops = inner, 0
+
+    def recognize(self, image: np.ndarray, boxes: list[TextBox]) -> list[Recognition]:
+        self.crops += len(boxes)
+        return self.inner.recognize(image, boxes)
+
+
+def test_nothing_is_read_beside_a_line_on_a_flat_field(recognizer):
+    image, truth = _line("MRN 12345678")
+    box = TextBox(truth[0] - 6, truth[1] - 4, truth[2] + 6, truth[3] + 4, 0.9)
+    counting = _Counting(recognizer)
+    assert follow_lines(_view(image), [box], counting) == {}
+    assert counting.crops == 0
+    noisy = image.copy()
+    noisy[:, :truth[0] - 8] = np.random.default_rng(0).integers(200, 255, (60, truth[0] - 8))
+    follow_lines(_view(noisy), [box], counting)
+    assert counting.crops == 1  # the left stretch holds something: it is read

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 from pipeline.pixel.frames import View, refine, tighten, views
@@ -252,6 +253,9 @@ def clean_pixels(
 FOLLOW_REACH, FOLLOW_GAP, FOLLOW_SCORE = 4.0, 2.0, 0.6
 #: Most stretches read beyond each end of one line.
 FOLLOW_ROUNDS = 3
+#: A stretch whose pixels (past the edge reached) span at most this many grey levels of
+#: the view holds nothing drawn: it is not read (black bars, air around a CT).
+FOLLOW_FLAT = 4
 #: Added beyond the outermost character found, in text heights: character edges from
 #: CTC steps fall a little inside the ink.
 FOLLOW_PAD = 0.5
@@ -268,10 +272,11 @@ def follow_lines(view: View, boxes: list[TextBox], recognizer: TextRecognizer
     differ and a window setting shows it. The recogniser reads those glyphs when given
     the stretch beside the box: each end is read again over ``FOLLOW_REACH`` text
     heights (plus one box height of the line, for context), and characters that begin
-    past the ink, chained to it by gaps under ``FOLLOW_GAP`` heights, extend it; when they run to the
-    far end of that stretch, the next stretch is read (at most ``FOLLOW_ROUNDS``). Needs
-    a recogniser that reports character positions (:attr:`Recognition.chars`); others
-    change nothing.
+    past the ink, chained to it by gaps under ``FOLLOW_GAP`` heights, extend it; when
+    they run to the far end of that stretch, the next stretch is read (at most
+    ``FOLLOW_ROUNDS``). A stretch with nothing drawn past the edge (``FOLLOW_FLAT``) is
+    not read. Needs a recogniser that reports character positions
+    (:attr:`Recognition.chars`); others change nothing.
     """
     width = view.image.shape[1]
     # (box, side) -> [edge reached, text height, still going]
@@ -292,9 +297,14 @@ def follow_lines(view: View, boxes: list[TextBox], recognizer: TextRecognizer
         if not going:
             break
         windows = [_follow_window(by_id[key[0]], key[1], state[key], width) for key in going]
-        for key, window, read in zip(going, windows, recognizer.recognize(
-                view.image, windows), strict=True):
+        for key in going:
             state[key][2] = 0.0
+        drawn = [(key, window) for key, window in zip(going, windows, strict=True)
+                 if not _flat(view.image, window, key[1], state[key][0])]
+        if not drawn:
+            break
+        for (key, window), read in zip(drawn, recognizer.recognize(
+                view.image, [window for _, window in drawn]), strict=True):
             if read.score < FOLLOW_SCORE or not read.chars or len(read.chars) != len(read.text):
                 continue
             marks = sorted((window.x0 + a * window.width, window.x0 + b * window.width)
@@ -302,7 +312,7 @@ def follow_lines(view: View, boxes: list[TextBox], recognizer: TextRecognizer
                            if not ch.isspace())
             edge, height, _ = state[key]
             gap, moved = FOLLOW_GAP * height, edge
-            if key[1] == "left":  # characters wholly left of the edge, chained to it
+            if key[1] == "left":  # characters that begin left of the edge, chained to it
                 for start, end in reversed([m for m in marks if m[0] < edge]):
                     if end < moved - gap:
                         break
@@ -327,6 +337,16 @@ def follow_lines(view: View, boxes: list[TextBox], recognizer: TextRecognizer
         if (lo, hi) != (ink.x0, ink.x1):
             out[box_id] = (lo, hi)
     return out
+
+
+def _flat(image: np.ndarray, window: TextBox, side: str, edge: float) -> bool:
+    """Whether the part of ``window`` past ``edge`` spans at most ``FOLLOW_FLAT`` grey
+    levels (nothing drawn there to read)."""
+    cut = round(edge)
+    x0, x1 = (window.x0, min(window.x1, cut)) if side == "left" else (max(window.x0, cut),
+                                                                      window.x1)
+    part = image[window.y0:window.y1, x0:x1]
+    return part.size == 0 or int(part.max()) - int(part.min()) <= FOLLOW_FLAT
 
 
 def _follow_window(box: TextBox, side: str, state: list[float], width: int) -> TextBox:
