@@ -121,7 +121,7 @@ def test_the_stage_redacts_the_whole_line_when_the_detector_box_stops_short(reco
                            PixelEngines(_CutDetector([box]), recognizer))
     (finding,) = [f for f in outcome.findings if f.status != "rejected"]
     assert finding.entity == "NAME"
-    x0, y0, x1, y1 = finding.box
+    x0, _, x1, _ = finding.box
     assert x0 <= truth[0] + 1 and x1 >= truth[2] - 1  # "Dr. " is redacted with the name
     after = ds.pixel_array
     assert after[truth[1]:truth[3], truth[0]:truth[2]].max() < 235

@@ -128,6 +128,7 @@ def test_build_app_binds_the_enabled_deployments_under_one_ingress():
 
 def test_without_a_ray_connection_engines_are_in_process():
     pytest.importorskip("onnxruntime")
+    from pipeline.pixel.cache import CachedRecognizer
     from pipeline.pixel.ensemble import UnionDetector
     from pipeline.pixel.ppocr import PPOCRRecognizer
     from serving.client import app_status, resolve_engines
@@ -135,7 +136,8 @@ def test_without_a_ray_connection_engines_are_in_process():
     assert app_status() is None
     engines = resolve_engines(PixelSettings())
     assert isinstance(engines.detector, UnionDetector)
-    assert isinstance(engines.recognizer, PPOCRRecognizer)
+    assert isinstance(engines.recognizer, CachedRecognizer)  # the profile's read cache
+    assert isinstance(engines.recognizer.inner, PPOCRRecognizer)
 
 
 def test_requiring_serve_without_a_ray_connection_is_an_error():
