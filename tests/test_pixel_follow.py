@@ -101,7 +101,9 @@ class _CutDetector:
         return list(self.boxes)
 
 
-def test_the_stage_redacts_the_whole_line_when_the_detector_box_stops_short(recognizer):
+def _name_ct() -> tuple[object, tuple[int, ...], TextBox]:
+    """An 8-bit 128x400 frame with "Dr. LAMBERT^PETER" (the header's name), its ink box,
+    and a detector box over the right 55% of it in the upscaled view (5x: 640 / 128)."""
     ds = make_ct(rows=128, columns=400)
     ds.PatientName = "LAMBERT^PETER"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
@@ -112,11 +114,13 @@ def test_the_stage_redacts_the_whole_line_when_the_detector_box_stops_short(reco
     stored, (truth,) = burn(np.full((128, 400), 20, np.uint8), [20],
                             lines=["Dr. LAMBERT^PETER"], fill=235, origin=(20, 18))
     ds.PixelData = stored.tobytes()
+    view_truth = tuple(round(v * 640 / 128) for v in truth)
+    return ds, truth, _cut(view_truth, np.zeros((640, 2000)), 0.55, "right")
+
+
+def test_the_stage_redacts_the_whole_line_when_the_detector_box_stops_short(recognizer):
+    ds, truth, box = _name_ct()
     settings = load_profile("dicom-basic", ["clean-pixel-data"]).pixel
-    # the inverted view of a 128x400 frame is upscaled 5x: cut the box in view pixels
-    scale = 640 / 128
-    view_truth = tuple(round(v * scale) for v in truth)
-    box = _cut(view_truth, np.zeros((640, 2000)), 0.55, "right")
     outcome = clean_pixels(ds, settings, HeaderContext.from_dataset(ds),
                            PixelEngines(_CutDetector([box]), recognizer))
     (finding,) = [f for f in outcome.findings if f.status != "rejected"]
@@ -146,3 +150,15 @@ def test_nothing_is_read_beside_a_line_on_a_flat_field(recognizer):
     noisy[:, :truth[0] - 8] = np.random.default_rng(0).integers(200, 255, (60, truth[0] - 8))
     follow_lines(_view(noisy), [box], counting)
     assert counting.crops == 1  # the left stretch holds something: it is read
+
+
+def test_the_profile_can_turn_line_following_off(recognizer):
+    settings = load_profile("dicom-basic", ["clean-pixel-data"],
+                            overrides={"pixel.follow_lines": "false"}).pixel
+    assert settings.value("follow_lines") is False
+    assert load_profile("dicom-basic", ["clean-pixel-data"]).pixel.value("follow_lines")
+    ds, truth, box = _name_ct()
+    outcome = clean_pixels(ds, settings, HeaderContext.from_dataset(ds),
+                           PixelEngines(_CutDetector([box]), recognizer))
+    (finding,) = [f for f in outcome.findings if f.status != "rejected"]
+    assert finding.box[0] > truth[0] + 10  # "Dr. " stays outside the redaction

@@ -189,6 +189,7 @@ def clean_pixels(
     entities = frozenset(settings.entities) if settings.entities else None
     threshold = settings.value("review_threshold")
     margin = int(settings.value("margin"))
+    follow = bool(settings.value("follow_lines"))
     found: list[tuple[TextBox, str, float, str, str]] = []
     regions = [TextBox(x0, y0, x1, y1, 1.0, -1) for rule in settings.regions or []
                if _matches(rule, ds) for x0, y0, x1, y1 in rule.boxes]
@@ -217,7 +218,7 @@ def clean_pixels(
             phi = {id(f.box): f for f in decide(to_read, texts, context, mode=mode,
                                                 entities=entities, tagger=tagger)}
             wider = follow_lines(view, [b for b in to_read if id(b) in phi],
-                                 engines.recognizer)
+                                 engines.recognizer) if follow else {}
             for box, text in zip(to_read, texts, strict=True):
                 finding = phi.get(id(box))
                 if finding is None and _unreadable_line(stored[id(box)], text):
