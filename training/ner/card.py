@@ -122,7 +122,12 @@ def _card(meta: dict[str, Any]) -> str:
         "(eponyms, vocabulary of `pipeline.text.vocabulary`) appear as negatives; ages of "
         "89 and under appear as negatives. A place with no key or context before it is a "
         "street or full address, never a lone city (Faker makes many cities from "
-        "surnames), and two values of one entity are never joined by a bare space.",
+        "surnames), and two values of one entity are never joined by a bare space."
+        + (f" {train['sizes']['extra_share']:.0%} of the training split comes from "
+           "train-only templates (`extra` in `templates.yaml`: scanner overlay text such as "
+           "probe names and scan parameters as negatives, lone given names and surnames); "
+           "validation and test never use them."
+           if train["sizes"].get("extra_share") else ""),
         f"Sizes {train['sizes']}; data seed {train['data_seed']} (validation +1, test +2, "
         "test also uses held-out templates); data sha256 `" + train["data_hash"] + "`.", "",
         "## Training", "",
