@@ -251,7 +251,7 @@ def clean_pixels(
 #: character's position is its CTC steps, a narrow stretch inside the glyph, so gaps
 #: between the positions of neighbours run up to about a height; two heights is also
 #: what the stage's line rule (``_same_line``) takes for one line.
-FOLLOW_REACH, FOLLOW_GAP, FOLLOW_SCORE = 4.0, 2.0, 0.6
+FOLLOW_REACH, FOLLOW_GAP, FOLLOW_SCORE = 3.0, 2.0, 0.6
 #: Most stretches read beyond each end of one line.
 FOLLOW_ROUNDS = 3
 #: A stretch whose pixels (past the edge reached) span at most this many grey levels of
