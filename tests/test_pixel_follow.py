@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from factories import make_ct
 from PIL import Image, ImageDraw, ImageFont
+from test_pixel_cache import Counting
 from test_pixel_ppocr import burn
 
 from pipeline.pixel.frames import View, tighten
@@ -131,19 +132,10 @@ def test_the_stage_redacts_the_whole_line_when_the_detector_box_stops_short(reco
     assert after[truth[1]:truth[3], truth[0]:truth[2]].max() < 235
 
 
-class _Counting:
-    def __init__(self, inner: PPOCRRecognizer) -> None:
-        self.inner, self.crops = inner, 0
-
-    def recognize(self, image: np.ndarray, boxes: list[TextBox]) -> list[Recognition]:
-        self.crops += len(boxes)
-        return self.inner.recognize(image, boxes)
-
-
 def test_nothing_is_read_beside_a_line_on_a_flat_field(recognizer):
     image, truth = _line("MRN 12345678")
     box = TextBox(truth[0] - 6, truth[1] - 4, truth[2] + 6, truth[3] + 4, 0.9)
-    counting = _Counting(recognizer)
+    counting = Counting(recognizer)
     assert follow_lines(_view(image), [box], counting) == {}
     assert counting.crops == 0
     noisy = image.copy()
