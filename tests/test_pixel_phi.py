@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import random
+from pathlib import Path
 
 import pytest
 from faker import Faker
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 
 from pipeline.pixel.phi import Finding, decide, ocr_variants
 from pipeline.pixel.types import Recognition, TextBox
-from pipeline.text import HeaderContext, PhiSpan
+from pipeline.registry import ModelRef
+from pipeline.text import CompositeTagger, HeaderContext, PhiSpan, default_tagger
 from pipeline.text.context import name_parts
 
 BOX = TextBox(10, 20, 110, 40, 0.95)
@@ -216,6 +218,27 @@ def test_injected_tagger_is_used() -> None:
     assert finding is not None
     assert (finding.entity, finding.source) == ("PHONE", "model")
     assert one("HELLO WORLD", EMPTY) is None
+
+
+class _LetterReader:
+    """Tags ``DRGO`` as a name: what a model makes of ``DR60`` with 6 and 0 read as
+    letters. With ``model_ref`` it says it runs a model."""
+
+    def __init__(self, model: bool) -> None:
+        if model:
+            self.model_ref = ModelRef(Path("."), "veil-phi-ner", "1", "shipped", "0" * 64)
+
+    def tag(self, text: str, context: HeaderContext) -> tuple[PhiSpan, ...]:
+        at = text.find("DRGO")
+        return (PhiSpan(at, at + 4, "NAME", 0.9, "model"),) if at >= 0 else ()
+
+
+@pytest.mark.parametrize(("model", "flagged"), [(True, False), (False, True)])
+def test_a_model_reads_the_text_as_recognised_and_rules_read_its_ocr_variants(
+        model: bool, flagged: bool) -> None:
+    tagger = CompositeTagger([*default_tagger().taggers, _LetterReader(model)])
+    assert (one("20dB/DR60", EMPTY, tagger=tagger) is not None) is flagged
+    assert one("20dB/DRGO", EMPTY, tagger=tagger) is not None  # as read: the model sees it
 
 
 def test_mismatched_lengths_and_bad_mode_raise_without_text() -> None:

@@ -1,9 +1,11 @@
 """Deciding which OCR'd text boxes hold PHI (the pixel-PHI classifier).
 
 Each recognised string is tagged by the free-text taggers (:func:`default_tagger` unless
-one is injected) on the text itself and on a few OCR-noise variants
-(:func:`ocr_variants`), and is matched against the file's own header values by an
-OCR-tolerant matcher:
+one is injected) on the text itself and, the rule taggers only, on a few OCR-noise
+variants (:func:`ocr_variants`; a model is trained on OCR noise and reads the text as
+recognised: given digits read as letters it takes scan parameters for names, ``DR60``
+as ``DRGO``), and is matched against the file's own header values by an OCR-tolerant
+matcher:
 
 * both sides are folded through the same confusable classes (``0/O``, ``1/I/L/|``,
   ``5/S``, ``8/B``, ``2/Z``, ``6/G``), upper-cased and *squashed* (every
@@ -61,7 +63,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.pixel.types import Recognition, TextBox
-from pipeline.text import HeaderContext, PhiTagger, default_tagger
+from pipeline.text import CompositeTagger, HeaderContext, PhiTagger, default_tagger
 from pipeline.text.header import ADDRESS_WORDS, INSTITUTION_WORDS
 from pipeline.text.institutions import InstitutionTagger
 from pipeline.text.spans import fold
@@ -212,8 +214,10 @@ def _hits(text: str, context: HeaderContext, tagger: PhiTagger) -> list[_Hit]:
     """Every reason to flag ``text``; header hits survive the overlay veto."""
     header = list(_header_hits(text, context))
     other: list[_Hit] = []
+    rules = _rules_of(tagger)
     for i, variant in enumerate(ocr_variants(text)):
-        for span in (*tagger.tag(variant, context), *_INSTITUTIONS.tag(variant, context)):
+        reader = tagger if i == 0 else rules
+        for span in (*reader.tag(variant, context), *_INSTITUTIONS.tag(variant, context)):
             if span.source == "header":
                 header.append(_Hit(span.entity, _EXACT if i == 0 else _FOLDED, "header"))
             else:
@@ -228,6 +232,18 @@ def _hits(text: str, context: HeaderContext, tagger: PhiTagger) -> list[_Hit]:
     if header or not _only_overlay(text):
         return header + other
     return []
+
+
+def _rules_of(tagger: PhiTagger) -> PhiTagger:
+    """``tagger`` without the models among its members (those that name a model they
+    run, :func:`pipeline.registry.engine_refs`): what reads the OCR variants."""
+    from pipeline.registry import engine_refs
+
+    members = getattr(tagger, "taggers", None)
+    if members is None:
+        return CompositeTagger([]) if engine_refs(tagger) else tagger
+    rules = [member for member in members if not engine_refs(member)]
+    return tagger if len(rules) == len(members) else CompositeTagger(rules)
 
 
 def _squash(text: str) -> str:
