@@ -255,6 +255,17 @@ def test_text_on_the_line_of_phi_is_redacted_with_it_and_other_lines_are_not():
     assert by_row[0].source == "line" and by_row[1].entity == "ID"
 
 
+def test_a_tall_region_beside_a_phi_line_is_not_on_its_line():
+    """Speckle or anatomy the detector boxes beside a name is not the name's label."""
+    detector = FakeDetector([(0.25, 0.1, 0.6, 0.2),     # the ID line
+                             (0.02, 0.05, 0.2, 0.6)])   # a tall region beside it, not text
+    engines = PixelEngines(detector, LabelValueRecognizer())
+    result = deidentify(make_ct(rows=64, columns=64), compiled("dicom-basic", "clean-pixel-data"),
+                        KEY, pixel_engines=engines)
+    by_x = sorted(result.pixel_findings, key=lambda f: f.box[0])
+    assert [f.status for f in by_x] == ["rejected", "cleared"]
+
+
 def test_a_one_bit_image_without_text_passes_untouched():
     """Binary segmentations cannot be redacted; with no text found nothing needs to be."""
     ds = make_ct(rows=64, columns=64)

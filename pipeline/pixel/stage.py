@@ -392,14 +392,23 @@ def _unreadable_line(box: TextBox, text: Recognition) -> bool:
     return text.score < UNREADABLE and box.height <= LINE_HEIGHT and box.width >= box.height
 
 
+#: Most height ratio of two boxes on one text line (a label and its value are drawn in
+#: one font; a detector box over speckle or anatomy beside a line is not its neighbour).
+LINE_HEIGHT_RATIO = 2.0
+
+
 def _same_line(a: TextBox, b: TextBox) -> bool:
-    """Whether two boxes of one frame are neighbours on one text line."""
+    """Whether two boxes of one frame are neighbours on one text line: of like height
+    (``LINE_HEIGHT_RATIO``), overlapping vertically by half the lower one, at most two
+    heights apart."""
     if a.frame != b.frame:
         return False
-    height = max(a.height, b.height)
+    low, height = min(a.height, b.height), max(a.height, b.height)
+    if height > LINE_HEIGHT_RATIO * low:
+        return False
     vertical = min(a.y1, b.y1) - max(a.y0, b.y0)
     gap = max(a.x0, b.x0) - min(a.x1, b.x1)
-    return vertical >= 0.5 * min(a.height, b.height) and gap <= 2 * height
+    return vertical >= 0.5 * low and gap <= 2 * height
 
 
 def _extend_lines(
