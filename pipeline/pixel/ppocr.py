@@ -378,18 +378,16 @@ class PPOCRRecognizer:
         crops = [image[b.y0:b.y1, b.x0:b.x1] for b in boxes]
         results = [Recognition("", 0.0)] * len(boxes)
         usable = [i for i, c in enumerate(crops) if c.shape[0] > 0 and c.shape[1] > 0]
-        height = int(self.prep["input_height"])
         for batch in self.buckets([crops[i].shape[1] / crops[i].shape[0] for i in usable]):
             members = [usable[k] for k in batch]
             tensor = self._batch([crops[i] for i in members])
             probs = self.session.run(None, {self.input_name: tensor})[0]
+            width = tensor.shape[3]
             for i, row in zip(members, probs, strict=True):
                 read = ctc_greedy_decode(row, self.charset)
                 if read.chars:  # fractions of the input width -> of the crop's own width
                     crop = crops[i]
-                    cols = min(tensor.shape[3],
-                               max(1, math.ceil(height * crop.shape[1] / crop.shape[0])))
-                    stretch = tensor.shape[3] / cols
+                    stretch = width / self._filled(crop.shape[1] / crop.shape[0], width)
                     read = Recognition(read.text, read.score, tuple(
                         (min(1.0, a * stretch), min(1.0, b * stretch)) for a, b in read.chars))
                 results[i] = read
@@ -414,6 +412,11 @@ class PPOCRRecognizer:
                 last.append(i)
         return out
 
+    def _filled(self, ratio: float, width: int) -> int:
+        """Input columns a crop of aspect ``ratio`` fills in a batch ``width`` wide (the
+        rest is padding)."""
+        return min(width, max(1, math.ceil(int(self.prep["input_height"]) * ratio)))
+
     def _batch(self, crops: list[np.ndarray]) -> np.ndarray:
         """Resize crops to the input height, keep aspect, right-pad to a common width."""
         import cv2
@@ -423,7 +426,7 @@ class PPOCRRecognizer:
         width = self.input_width(max(ratios))
         tensor = np.zeros((len(crops), 3, height, width), dtype=np.float32)
         for k, (crop, ratio) in enumerate(zip(crops, ratios, strict=True)):
-            cols = min(width, max(1, math.ceil(height * ratio)))
+            cols = self._filled(ratio, width)
             resized = cv2.resize(crop, (cols, height), interpolation=cv2.INTER_LINEAR)
             tensor[k, :, :, :cols] = planes(resized, self.prep)
         return tensor
