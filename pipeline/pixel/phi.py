@@ -168,11 +168,12 @@ def decide(
     if mode == "none":
         return []
     active = tagger if tagger is not None else default_tagger()
+    rules = _rules_of(active)
     out: list[Finding] = []
     for box, rec in zip(boxes, texts, strict=True):
         if not rec.text.strip():
             continue
-        every = _hits(rec.text, context, active)
+        every = _hits(rec.text, context, active, rules)
         hits = [h for h in every if entities is None or h.entity in entities]
         # a match of the file's own header is certain: it names the entity when present
         best = max(hits, key=lambda h: (h.source == "header", h.factor), default=None)
@@ -210,11 +211,13 @@ def ocr_variants(text: str) -> list[str]:
 _INSTITUTIONS = InstitutionTagger()
 
 
-def _hits(text: str, context: HeaderContext, tagger: PhiTagger) -> list[_Hit]:
-    """Every reason to flag ``text``; header hits survive the overlay veto."""
+def _hits(text: str, context: HeaderContext, tagger: PhiTagger,
+          rules: PhiTagger) -> list[_Hit]:
+    """Every reason to flag ``text``: ``tagger`` reads it as recognised, ``rules`` (its
+    rule taggers, :func:`_rules_of`) its OCR variants; header hits survive the overlay
+    veto."""
     header = list(_header_hits(text, context))
     other: list[_Hit] = []
-    rules = _rules_of(tagger)
     for i, variant in enumerate(ocr_variants(text)):
         reader = tagger if i == 0 else rules
         for span in (*reader.tag(variant, context), *_INSTITUTIONS.tag(variant, context)):
