@@ -19,9 +19,9 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline.errors import VeilError
-from pipeline.pixel.cache import CachedRecognizer
+from pipeline.pixel.cache import with_read_cache
 from pipeline.pixel.stage import PixelEngines, engines_for
-from pipeline.pixel.types import Recognition, TextBox, TextRecognizer
+from pipeline.pixel.types import Recognition, TextBox
 from pipeline.profile.schema import PixelSettings, TextSettings
 from pipeline.registry import ModelRef
 from pipeline.text.context import HeaderContext
@@ -193,12 +193,11 @@ def resolve_engines(settings: PixelSettings, *, mode: Mode = "auto",
         return engines_for(settings)
     _check_detector(settings, app_name)
     detector, recognizer = _handle("detector", app_name), _handle("recognizer", app_name)
-    served: TextRecognizer = _with_ref(ServeTextRecognizer(recognizer), recognizer)
-    size = int(settings.value("read_cache"))
     return PixelEngines(
         _with_ref(ServeTextDetector(detector, thresh=settings.det_threshold,
                                     box_thresh=settings.box_threshold), detector),
-        CachedRecognizer(served, size) if size > 0 else served,  # repeats not even sent
+        with_read_cache(_with_ref(ServeTextRecognizer(recognizer), recognizer),
+                        int(settings.value("read_cache"))),  # repeats are not even sent
     )
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.pixel.types import Recognition, TextBox, TextRecognizer
 
-__all__ = ["CachedRecognizer", "caches_of", "crop_key"]
+__all__ = ["CachedRecognizer", "caches_of", "crop_key", "with_read_cache"]
 
 
 def crop_key(image: np.ndarray, box: TextBox) -> bytes:
@@ -118,3 +118,9 @@ def caches_of(engine: object) -> list[CachedRecognizer]:
     for member in getattr(engine, "members", ()) or ():
         found.extend(caches_of(member))
     return found
+
+
+def with_read_cache(recognizer: TextRecognizer, size: int) -> TextRecognizer:
+    """``recognizer`` behind a :class:`CachedRecognizer` of ``size`` entries, or as it
+    is when ``size`` is 0 (``pixel.read_cache``: off)."""
+    return CachedRecognizer(recognizer, size) if size > 0 else recognizer

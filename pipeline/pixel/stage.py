@@ -112,14 +112,11 @@ def make_recognizer(threads: int | None = None, read_cache: int = 0,
                     **options: Any) -> TextRecognizer:
     """The PP-OCRv4 recognizer (``options``: its batching, e.g. ``batch_size``), behind a
     :class:`~pipeline.pixel.cache.CachedRecognizer` of ``read_cache`` entries when > 0."""
+    from pipeline.pixel.cache import with_read_cache
     from pipeline.pixel.ppocr import PPOCRRecognizer
 
-    recognizer = PPOCRRecognizer(intra_op_num_threads=threads, **options)
-    if read_cache <= 0:
-        return recognizer
-    from pipeline.pixel.cache import CachedRecognizer
-
-    return CachedRecognizer(recognizer, read_cache)
+    return with_read_cache(PPOCRRecognizer(intra_op_num_threads=threads, **options),
+                           read_cache)
 
 
 def make_detector(name: str, det_threshold: float | None = None,
