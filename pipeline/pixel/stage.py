@@ -277,82 +277,88 @@ def follow_lines(view: View, boxes: list[TextBox], recognizer: TextRecognizer
     (:attr:`Recognition.chars`); others change nothing.
     """
     width = view.image.shape[1]
-    # (box, side) -> [edge reached, text height, still going]
-    state: dict[tuple[int, str], list[float]] = {}
-    inks: dict[int, TextBox] = {}
+    ends: list[_LineEnd] = []
     for box in boxes:
         ink = tighten(view.image, box)
         if ink.area == 0:
             continue
-        inks[id(box)] = ink
         if box.x0 > 0:
-            state[(id(box), "left")] = [float(ink.x0), float(ink.height), 1.0]
+            ends.append(_LineEnd(box, ink, "left", float(ink.x0)))
         if box.x1 < width:
-            state[(id(box), "right")] = [float(ink.x1), float(ink.height), 1.0]
-    by_id = {id(box): box for box in boxes}
+            ends.append(_LineEnd(box, ink, "right", float(ink.x1)))
     for _ in range(FOLLOW_ROUNDS):
-        going = [key for key, value in state.items() if value[2]]
+        going = [end for end in ends if end.going]
         if not going:
             break
-        windows = [_follow_window(by_id[key[0]], key[1], state[key], width) for key in going]
-        for key in going:
-            state[key][2] = 0.0
-        drawn = [(key, window) for key, window in zip(going, windows, strict=True)
-                 if not _flat(view.image, window, key[1], state[key][0])]
+        windows = [_follow_window(end, width) for end in going]
+        for end in going:
+            end.going = False
+        drawn = [(end, window) for end, window in zip(going, windows, strict=True)
+                 if not _flat(view.image, window, end)]
         if not drawn:
             break
-        for (key, window), read in zip(drawn, recognizer.recognize(
+        for (end, window), read in zip(drawn, recognizer.recognize(
                 view.image, [window for _, window in drawn]), strict=True):
             if read.score < FOLLOW_SCORE or not read.chars or len(read.chars) != len(read.text):
                 continue
             marks = sorted((window.x0 + a * window.width, window.x0 + b * window.width)
                            for (a, b), ch in zip(read.chars, read.text, strict=True)
                            if not ch.isspace())
-            edge, height, _ = state[key]
-            gap, moved = FOLLOW_GAP * height, edge
-            if key[1] == "left":  # characters that begin left of the edge, chained to it
-                for start, end in reversed([m for m in marks if m[0] < edge]):
-                    if end < moved - gap:
+            gap, moved = FOLLOW_GAP * end.ink.height, end.edge
+            if end.side == "left":  # characters that begin left of the edge, chained to it
+                for start, stop in reversed([m for m in marks if m[0] < end.edge]):
+                    if stop < moved - gap:
                         break
                     moved = start
-                going_on = moved < edge and moved - window.x0 < gap and window.x0 > 0
+                going_on = moved < end.edge and moved - window.x0 < gap and window.x0 > 0
             else:
-                for start, end in [m for m in marks if m[1] > edge]:
+                for start, stop in [m for m in marks if m[1] > end.edge]:
                     if start > moved + gap:
                         break
-                    moved = end
-                going_on = moved > edge and window.x1 - moved < gap and window.x1 < width
-            state[key] = [moved, height, 1.0 if going_on else 0.0]
+                    moved = stop
+                going_on = moved > end.edge and window.x1 - moved < gap and window.x1 < width
+            end.edge, end.going = moved, going_on
     out: dict[int, tuple[int, int]] = {}
-    for box_id, ink in inks.items():
-        pad = max(1.0, FOLLOW_PAD * ink.height)
-        lo, hi = ink.x0, ink.x1
-        left, right = state.get((box_id, "left")), state.get((box_id, "right"))
-        if left is not None and left[0] < ink.x0:
-            lo = max(0, math.floor(left[0] - pad))
-        if right is not None and right[0] > ink.x1:
-            hi = min(width, math.ceil(right[0] + pad))
-        if (lo, hi) != (ink.x0, ink.x1):
-            out[box_id] = (lo, hi)
+    for end in ends:
+        pad = max(1.0, FOLLOW_PAD * end.ink.height)
+        lo, hi = out.get(id(end.box), (end.ink.x0, end.ink.x1))
+        if end.side == "left" and end.edge < end.ink.x0:
+            lo = max(0, math.floor(end.edge - pad))
+        if end.side == "right" and end.edge > end.ink.x1:
+            hi = min(width, math.ceil(end.edge + pad))
+        if (lo, hi) != (end.ink.x0, end.ink.x1):
+            out[id(end.box)] = (lo, hi)
     return out
 
 
-def _flat(image: np.ndarray, window: TextBox, side: str, edge: float) -> bool:
-    """Whether the part of ``window`` past ``edge`` spans at most ``FOLLOW_FLAT`` grey
-    levels (nothing drawn there to read)."""
-    cut = round(edge)
-    x0, x1 = (window.x0, min(window.x1, cut)) if side == "left" else (max(window.x0, cut),
-                                                                      window.x1)
+@dataclass
+class _LineEnd:
+    """One end of a PHI line being followed: its detector box, the box's ink (view
+    pixels), the side, the line's end reached so far, and whether to read further."""
+
+    box: TextBox
+    ink: TextBox
+    side: str
+    edge: float
+    going: bool = True
+
+
+def _flat(image: np.ndarray, window: TextBox, end: _LineEnd) -> bool:
+    """Whether the part of ``window`` past ``end``'s edge spans at most ``FOLLOW_FLAT``
+    grey levels (nothing drawn there to read)."""
+    cut = round(end.edge)
+    x0, x1 = (window.x0, min(window.x1, cut)) if end.side == "left" else (
+        max(window.x0, cut), window.x1)
     part = image[window.y0:window.y1, x0:x1]
     return part.size == 0 or int(part.max()) - int(part.min()) <= FOLLOW_FLAT
 
 
-def _follow_window(box: TextBox, side: str, state: list[float], width: int) -> TextBox:
-    """The stretch of ``box``'s line read next on ``side``, from the edge reached so far
-    (the first time: the box's own end, one box height inside it for context)."""
-    edge, height, _ = state
-    reach, context = round(FOLLOW_REACH * height), box.height
-    if side == "left":
+def _follow_window(end: _LineEnd, width: int) -> TextBox:
+    """The stretch of ``end``'s line read next, from the edge reached so far (the first
+    time: the box's own end, one box height inside it for context)."""
+    box, edge = end.box, end.edge
+    reach, context = round(FOLLOW_REACH * end.ink.height), box.height
+    if end.side == "left":
         inner = min(box.x1, box.x0 + context) if edge >= box.x0 else round(edge) + context
         return TextBox(max(0, round(edge) - reach if edge < box.x0 else box.x0 - reach),
                        box.y0, min(width, inner), box.y1, box.score, box.frame)
