@@ -138,7 +138,7 @@ def make_engines(settings: PixelSettings, detector: str | None = None) -> PixelE
     with the profile's read cache."""
     from pipeline.pixel.stage import PixelEngines
 
-    return PixelEngines(make_detector(detector or settings.detector or DETECTORS[0], settings),
+    return PixelEngines(make_detector(detector or settings.value("detector"), settings),
                         make_recognizer(int(settings.value("read_cache"))))
 
 
