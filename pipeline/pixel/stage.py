@@ -8,7 +8,9 @@ then fill every PHI box in the stored pixels. Findings record where and what kin
 never the text. A finding whose confidence is under the profile's review threshold is
 still redacted (privacy first) and flags the instance for review, and so is a text
 line that cannot be read (``UNREADABLE``); text judged not to be PHI is left in place
-and reported as ``rejected``.
+and reported as ``rejected``. A frame with faint ink on flat panels gets a second
+detection pass on a stretched view of them (:mod:`pipeline.pixel.panels`, profile
+``pixel.panel_pass``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +26,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from pipeline.pixel.frames import View, refine, tighten, views
+from pipeline.pixel.panels import panel_view
 from pipeline.pixel.phi import decide
 from pipeline.pixel.redact import RedactionResult, redact
 from pipeline.pixel.types import (
@@ -182,16 +185,16 @@ def clean_pixels(
 
     ``tagger`` reads the recognised text (the rule-based stack when None).
     """
-    mode = settings.value("mode")
-    entities = frozenset(settings.entities) if settings.entities else None
-    threshold = settings.value("review_threshold")
+    reading = _Reading(settings.value("mode"),
+                       frozenset(settings.entities) if settings.entities else None,
+                       settings.value("review_threshold"), bool(settings.value("follow_lines")),
+                       context, tagger)
     margin = int(settings.value("margin"))
-    follow = bool(settings.value("follow_lines"))
     found: list[tuple[TextBox, str, float, str, str]] = []
     regions = [TextBox(x0, y0, x1, y1, 1.0, -1) for rule in settings.regions or []
                if _matches(rule, ds) for x0, y0, x1, y1 in rule.boxes]
     scanned = 0
-    if mode != "none":
+    if reading.mode != "none":
         for view in views(ds, names=DETECT_VIEWS, xp=engines.xp):
             scanned += 1
             boxes = engines.detector.detect(view.image)
@@ -209,26 +212,12 @@ def clean_pixels(
                     to_read.append(box)
                 else:  # another view already read this region well: same verdict
                     found.append((stored[id(box)], *settled[1:]))
-            if not to_read:
-                continue
-            texts: list[Recognition] = engines.recognizer.recognize(view.image, to_read)
-            phi = {id(f.box): f for f in decide(to_read, texts, context, mode=mode,
-                                                entities=entities, tagger=tagger)}
-            wider = follow_lines(view, [b for b in to_read if id(b) in phi],
-                                 engines.recognizer) if follow else {}
-            for box, text in zip(to_read, texts, strict=True):
-                finding = phi.get(id(box))
-                if finding is None and _unreadable_line(stored[id(box)], text):
-                    found.append((stored[id(box)], "OTHER", text.score, PENDING, "unreadable"))
-                elif finding is None:
-                    found.append((stored[id(box)], "OTHER", text.score, REJECTED, "detector"))
-                else:
-                    status = CLEARED if finding.confidence >= threshold else PENDING
-                    region = stored[id(box)]
-                    if id(box) in wider:
-                        region = _widen(view, region, box, *wider[id(box)])
-                    found.append((region, finding.entity, finding.confidence, status,
-                                  finding.source))
+            if to_read:
+                texts = engines.recognizer.recognize(view.image, to_read)
+                found.extend(_read(view, to_read, texts, stored, engines, reading))
+            if settings.value("panel_pass"):
+                found.extend(_panel_pass(view, boxes, regions, found, engines, reading,
+                                         margin))
     found.extend((region, "OTHER", 1.0, CLEARED, "region") for region in regions)
     findings = _merge(_extend_lines(found))
     to_redact = [
@@ -240,6 +229,78 @@ def clean_pixels(
         return PixelOutcome(tuple(findings), None, scanned)
     result = redact(ds, to_redact, fill=settings.value("fill"), margin=margin, xp=engines.xp)
     return PixelOutcome(tuple(findings), result, scanned)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What decides a read box: the profile's mode, entity filter, review threshold and
+    line following, the file's header, and the free-text tagger (rules when None)."""
+
+    mode: str
+    entities: frozenset[str] | None
+    threshold: float
+    follow: bool
+    context: HeaderContext
+    tagger: PhiTagger | None
+
+
+def _read(
+    view: View, boxes: list[TextBox], texts: list[Recognition], stored: dict[int, TextBox],
+    engines: PixelEngines, reading: _Reading, *, unreadable: bool = True,
+) -> list[tuple[TextBox, str, float, str, str]]:
+    """The findings of read ``boxes`` of ``view`` (``stored``: their stored ink boxes, by
+    id): PHI (widened by line following), unreadable lines (when ``unreadable``), and
+    text read as not PHI (rejected)."""
+    phi = {id(f.box): f for f in decide(boxes, texts, reading.context,
+                                        mode=reading.mode,  # type: ignore[arg-type]
+                                        entities=reading.entities, tagger=reading.tagger)}
+    wider = follow_lines(view, [b for b in boxes if id(b) in phi],
+                         engines.recognizer) if reading.follow else {}
+    out: list[tuple[TextBox, str, float, str, str]] = []
+    for box, text in zip(boxes, texts, strict=True):
+        finding = phi.get(id(box))
+        if finding is None and unreadable and _unreadable_line(stored[id(box)], text):
+            out.append((stored[id(box)], "OTHER", text.score, PENDING, "unreadable"))
+        elif finding is None:
+            out.append((stored[id(box)], "OTHER", text.score, REJECTED, "detector"))
+        else:
+            status = CLEARED if finding.confidence >= reading.threshold else PENDING
+            region = stored[id(box)]
+            if id(box) in wider:
+                region = _widen(view, region, box, *wider[id(box)])
+            out.append((region, finding.entity, finding.confidence, status, finding.source))
+    return out
+
+
+def _panel_pass(
+    view: View, boxes: list[TextBox], regions: list[TextBox],
+    found: list[tuple[TextBox, str, float, str, str]], engines: PixelEngines,
+    reading: _Reading, margin: int,
+) -> list[tuple[TextBox, str, float, str, str]]:
+    """Findings of the second detection pass over faint text on flat panels
+    (:mod:`pipeline.pixel.panels`): boxes the first pass (``boxes``) did not find, lying
+    on a panel, read on the stretched view; a read under ``UNREADABLE`` is dropped (the
+    stretch also draws edges of anatomy beside a panel; unread text there is not a
+    line the first pass missed)."""
+    panel = panel_view(view.image)
+    if panel is None:
+        return []
+    stretched = replace(view, image=panel.image, native=None)
+    extra = [box for box in engines.detector.detect(panel.image)
+             if panel.holds(box) and not any(same_region(box, o) for o in boxes)]
+    stored = {id(box): _ink_box(stretched, box, margin) for box in extra}
+    extra = [box for box in extra if stored[id(box)].area
+             and not _inside(stored[id(box)], regions)
+             and _settled(stored[id(box)], found) is None]
+    if not extra:
+        return []
+    texts = engines.recognizer.recognize(panel.image, extra)
+    kept = [(box, text) for box, text in zip(extra, texts, strict=True)
+            if text.score >= UNREADABLE]
+    if not kept:
+        return []
+    return _read(stretched, [b for b, _ in kept], [t for _, t in kept], stored, engines,
+                 reading, unreadable=False)
 
 
 #: Line following (:func:`follow_lines`): how far beyond each end of a PHI box the line is

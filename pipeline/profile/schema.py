@@ -165,6 +165,7 @@ class RegionRule(_Strict):
 DEFAULT_PIXEL: dict[str, Any] = {
     "mode": "phi-only", "margin": 1, "fill": "min", "review_threshold": 0.8, "regions": [],
     "detector": "ppocr-v4+veil-text-detector", "read_cache": 4096, "follow_lines": True,
+    "panel_pass": True,
 }
 
 
@@ -182,6 +183,7 @@ class PixelSettings(_Strict):
     detector: Literal[TEXT_DETECTORS] | None = None  # type: ignore[valid-type]
     read_cache: int | None = Field(default=None, ge=0, le=1_000_000)
     follow_lines: bool | None = None
+    panel_pass: bool | None = None
 
     def value(self, name: str) -> Any:
         """The setting ``name``, or the default a loaded profile gets (``DEFAULT_PIXEL``)."""
