@@ -97,6 +97,36 @@ def test_a_birth_date_label_without_a_date_is_not_one(text: str) -> None:
     assert finding is None or finding.entity != "DATE"
 
 
+NEAR = HeaderContext(
+    names=frozenset(name_parts("MORALES^NICOLE")),
+    institutions=frozenset({"SUTTON CLINIC", "CHEN CLINIC"}),
+    other=frozenset({"555 VALENTINE CAUSEWAY"}),
+)
+
+
+@pytest.mark.parametrize(("text", "entity"), [
+    ("SUTIONCUNIC", "INSTITUTION"),     # "SUTTON CLINIC": two errors in 12 letters
+    ("SUTION", "INSTITUTION"),          # one error in the distinctive word
+    ("INCLINIC", "INSTITUTION"),        # "CHEN CLINIC" cut short at the start, E read I
+    ("TTON CLINI", "INSTITUTION"),      # cut at both ends
+    ("Pt: MORAIFS", "NAME"),            # one error in a 7-letter family name
+    ("555 VALENTIME", "LOCATION"),      # an address word read with one error
+])
+def test_a_header_value_read_with_an_error_or_cut_short_is_still_that_value(
+        text: str, entity: str) -> None:
+    finding = one(text, NEAR)
+    assert finding is not None and (finding.entity, finding.source) == (entity, "header")
+    assert finding.confidence < 0.8  # found within edits: redacted, and sent for review
+
+
+@pytest.mark.parametrize("text", [
+    "CLINIC", "CLINICAL", "CORONAL", "Clinic hours", "NICE", "MORAL", "SUTURE", "VALENCIA",
+    "W 400 L 40", "CENTRAL LINE",
+])
+def test_generic_words_and_short_likenesses_are_not_near_matches(text: str) -> None:
+    assert one(text, NEAR) is None
+
+
 @pytest.mark.parametrize("text", ["SL 2018", "07/17", "TR 4000 TE 90", "12:30:45"])
 def test_too_little_of_a_header_date_is_not_a_match(text: str) -> None:
     assert one(text, HeaderContext(dates=frozenset({datetime.date(2018, 7, 17)}))) is None

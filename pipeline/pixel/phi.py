@@ -25,8 +25,8 @@ matcher:
 Confidence is a match factor times the recogniser score: 0.99 for a header value found
 verbatim (tagger on the raw text, or squashed without confusable folding), 0.9 when only
 confusable folding or a variant finds it, or for a date cut short, 0.6 for a lone name
-part buried inside a longer token, the tagger's own confidence for pattern and
-dictionary spans, 0.5 for the safety rule below.
+part buried inside a longer token or a value found only within edits, the tagger's own
+confidence for pattern and dictionary spans, 0.5 for the safety rule below.
 
 Choices (safety first, a leaked name is worse than a redacted ruler):
 
@@ -75,6 +75,9 @@ _EXACT, _FOLDED, _PARTIAL, _SAFETY = 0.99, 0.9, 0.6, 0.5
 #: A header date cut short (see the module notes): at least this many characters of one
 #: rendering, squashed, and this many digits among them.
 PARTIAL_DATE_CHARS, PARTIAL_DATE_DIGITS = 6, 4
+#: Header values matched within edits (see the module notes): the least key length, and
+#: the least number of characters of distinctive words in a stretch of a value cut short.
+NEAR_CHARS, NEAR_OWN = 6, 2
 #: Confusable characters mapped to one representative (applied after upper-casing).
 _CONFUSABLE = str.maketrans({"0": "O", "1": "I", "L": "I", "|": "I", "!": "I", "5": "S",
                              "8": "B", "2": "Z", "6": "G"})
@@ -266,6 +269,11 @@ class _Keys:
     names: tuple[tuple[str, str], ...]
     values: tuple[tuple[str, str, str], ...]
     date_pieces: tuple[tuple[str, str], ...] = ()
+    #: Folded keys matched within edits: (key, entity).
+    near: tuple[tuple[str, str], ...] = ()
+    #: Whole folded institution and address values, with the positions of their
+    #: distinctive characters, for lines cut short: (key, positions, entity).
+    wholes: tuple[tuple[str, frozenset[int], str], ...] = ()
 
 
 @functools.lru_cache(maxsize=256)
@@ -285,12 +293,62 @@ def _keys(context: HeaderContext) -> _Keys:
             if any(w not in generic for w in words):
                 keys.append(_squash(value))
             values.update((k, _fold_squash(k), entity) for k in keys if len(k) >= 4)
+    wholes: set[tuple[str, frozenset[int], str]] = set()
+    for group, generic, entity in ((context.institutions, INSTITUTION_WORDS, "INSTITUTION"),
+                                   (context.other, ADDRESS_WORDS, "LOCATION")):
+        for value in group:
+            whole, own = "", set[int]()
+            for word in re.findall(r"[^\W_]+", fold(value).upper()):
+                folded = _fold_squash(word)
+                if word not in generic:
+                    own.update(range(len(whole), len(whole) + len(folded)))
+                whole += folded
+            if len(own) >= NEAR_OWN and len(whole) > NEAR_CHARS:
+                wholes.add((whole, frozenset(own), entity))
+    near = {(fkey, entity) for _k, fkey, entity in values
+            if entity in ("INSTITUTION", "LOCATION") and len(fkey) >= NEAR_CHARS}
+    near.update((fkey, "NAME") for _k, fkey in names if len(fkey) >= NEAR_CHARS)
     pieces: set[tuple[str, str]] = set()
     for day in context.dates:
         forms = _date_forms(day)
         values.update((k, _fold_squash(k), "DATE") for k in forms)
         pieces.update((p, _fold_squash(p)) for k in forms for p in _cut_short(k))
-    return _Keys(tuple(sorted(names)), tuple(sorted(values)), tuple(sorted(pieces)))
+    return _Keys(tuple(sorted(names)), tuple(sorted(values)), tuple(sorted(pieces)),
+                 tuple(sorted(near)), tuple(sorted(wholes, key=lambda w: w[0])))
+
+
+def near_edits(length: int) -> int:
+    """Edits allowed between a header key of ``length`` characters and the text: one
+    from ``NEAR_CHARS``, two from twice that."""
+    return 0 if length < NEAR_CHARS else 1 if length < 2 * NEAR_CHARS else 2
+
+
+def _near(key: str, text: str, edits: int) -> bool:
+    """Whether a stretch of ``text`` is within ``edits`` edits of ``key``."""
+    from rapidfuzz.distance import Levenshtein
+
+    for size in range(max(1, len(key) - edits), len(key) + edits + 1):
+        for start in range(0, len(text) - size + 1):
+            if Levenshtein.distance(key, text[start:start + size],
+                                    score_cutoff=edits) <= edits:
+                return True
+    return False
+
+
+def _piece_of(text: str, whole: str, own: frozenset[int]) -> bool:
+    """Whether ``text`` is, within one edit, a stretch of ``whole`` holding at least
+    ``NEAR_OWN`` of its distinctive characters (``own``): a line cut short."""
+    from rapidfuzz.distance import Levenshtein
+
+    if not NEAR_CHARS < len(text) < len(whole):
+        return False
+    for size in (len(text) - 1, len(text), len(text) + 1):
+        for start in range(0, len(whole) - size + 1):
+            if (len(own.intersection(range(start, start + size))) >= NEAR_OWN
+                    and Levenshtein.distance(text, whole[start:start + size],
+                                             score_cutoff=1) <= 1):
+                return True
+    return False
 
 
 def _cut_short(form: str) -> set[str]:
@@ -332,6 +390,7 @@ def _header_hits(text: str, context: HeaderContext) -> Iterator[_Hit]:
                          for piece, fpiece in keys.date_pieces):
         yield _Hit("DATE", _FOLDED, "header")
     found = [(key, fkey) for key, fkey in keys.names if fkey in folded]
+    yield from _near_hits(text, folded, keys, named=bool(found))
     if not found:
         return
     tokens = {_fold_squash(t) for t in re.findall(r"[^\W_]+|\|", text)}
@@ -346,6 +405,23 @@ def _header_hits(text: str, context: HeaderContext) -> Iterator[_Hit]:
     if inside_words and all(w in vocabulary for w in inside_words):
         return  # a lone short name part inside a clinical word ("ANN" in "SCANNER")
     yield _Hit("NAME", _PARTIAL, "header")
+
+
+def _near_hits(text: str, folded: str, keys: _Keys, *, named: bool) -> Iterator[_Hit]:
+    """Header values found only within edits (see the module notes); a value found
+    exactly is not looked for again (``named``: a name part was)."""
+    seen: set[str] = set()
+    for fkey, entity in keys.near:
+        if entity in seen or fkey in folded or (named and entity == "NAME"):
+            continue
+        if _near(fkey, folded, near_edits(len(fkey))):
+            seen.add(entity)
+            yield _Hit(entity, _PARTIAL, "header")
+    pieces = {folded, *(_fold_squash(t) for t in text.split())}
+    for whole, own, entity in keys.wholes:
+        if entity not in seen and any(_piece_of(p, whole, own) for p in pieces):
+            seen.add(entity)
+            yield _Hit(entity, _PARTIAL, "header")
 
 
 @functools.cache
