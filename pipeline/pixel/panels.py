@@ -95,9 +95,9 @@ def panel_view(image: np.ndarray) -> PanelView | None:
     return PanelView(out, own)
 
 
-def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``a`` moved by (dy, dx), filled with -1 where nothing moved in (no wrap-around)."""
-    out = np.full_like(a, -1)
+def _shift(a: np.ndarray, dy: int, dx: int, fill: object = -1) -> np.ndarray:
+    """``a`` moved by (dy, dx), ``fill`` where nothing moved in (no wrap-around)."""
+    out = np.full_like(a, fill)
     rows, cols = a.shape
     out[max(dy, 0):rows + min(dy, 0), max(dx, 0):cols + min(dx, 0)] = \
         a[max(-dy, 0):rows + min(-dy, 0), max(-dx, 0):cols + min(-dx, 0)]
@@ -105,14 +105,7 @@ def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """``mask`` grown by ``radius`` pixels (a square neighbourhood)."""
-    out = mask.copy()
-    for axis in (0, 1):
-        grown = out.copy()
-        for step in range(1, radius + 1):
-            grown[(slice(step, None),) if axis == 0 else (slice(None), slice(step, None))] |= \
-                out[(slice(None, -step),) if axis == 0 else (slice(None), slice(None, -step))]
-            grown[(slice(None, -step),) if axis == 0 else (slice(None), slice(None, -step))] |= \
-                out[(slice(step, None),) if axis == 0 else (slice(None), slice(step, None))]
-        out = grown
-    return out
+    """``mask`` grown by ``radius`` pixels (a square neighbourhood: rows, then columns)."""
+    steps = range(-radius, radius + 1)
+    down = np.logical_or.reduce([_shift(mask, step, 0, False) for step in steps])
+    return np.logical_or.reduce([_shift(down, 0, step, False) for step in steps])

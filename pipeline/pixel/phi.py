@@ -285,6 +285,7 @@ def _keys(context: HeaderContext) -> _Keys:
         for key in (squashed, squashed.lstrip("0")):
             if len(key) >= 4:
                 values.add((key, _fold_squash(key), "ID"))
+    wholes: set[tuple[str, frozenset[int], str]] = set()
     for group, generic, entity in ((context.institutions, INSTITUTION_WORDS, "INSTITUTION"),
                                    (context.other, ADDRESS_WORDS, "LOCATION")):
         for value in group:
@@ -293,12 +294,8 @@ def _keys(context: HeaderContext) -> _Keys:
             if any(w not in generic for w in words):
                 keys.append(_squash(value))
             values.update((k, _fold_squash(k), entity) for k in keys if len(k) >= 4)
-    wholes: set[tuple[str, frozenset[int], str]] = set()
-    for group, generic, entity in ((context.institutions, INSTITUTION_WORDS, "INSTITUTION"),
-                                   (context.other, ADDRESS_WORDS, "LOCATION")):
-        for value in group:
-            whole, own = "", set[int]()
-            for word in re.findall(r"[^\W_]+", fold(value).upper()):
+            whole, own = "", set[int]()  # the folded value, its distinctive positions
+            for word in words:
                 folded = _fold_squash(word)
                 if word not in generic:
                     own.update(range(len(whole), len(whole) + len(folded)))
@@ -323,32 +320,30 @@ def near_edits(length: int) -> int:
     return 0 if length < NEAR_CHARS else 1 if length < 2 * NEAR_CHARS else 2
 
 
-def _near(key: str, text: str, edits: int) -> bool:
-    """Whether a stretch of ``text`` is within ``edits`` edits of ``key``."""
+def _close_stretches(needle: str, hay: str, edits: int) -> Iterator[tuple[int, int]]:
+    """(start, size) of each stretch of ``hay`` within ``edits`` edits (Levenshtein) of
+    ``needle``, sizes from ``len(needle) - edits`` to ``len(needle) + edits``."""
     from rapidfuzz.distance import Levenshtein
 
-    for size in range(max(1, len(key) - edits), len(key) + edits + 1):
-        for start in range(0, len(text) - size + 1):
-            if Levenshtein.distance(key, text[start:start + size],
+    for size in range(max(1, len(needle) - edits), len(needle) + edits + 1):
+        for start in range(0, len(hay) - size + 1):
+            if Levenshtein.distance(needle, hay[start:start + size],
                                     score_cutoff=edits) <= edits:
-                return True
-    return False
+                yield start, size
+
+
+def _near(key: str, text: str, edits: int) -> bool:
+    """Whether a stretch of ``text`` is within ``edits`` edits of ``key``."""
+    return any(True for _ in _close_stretches(key, text, edits))
 
 
 def _piece_of(text: str, whole: str, own: frozenset[int]) -> bool:
     """Whether ``text`` is, within one edit, a stretch of ``whole`` holding at least
     ``NEAR_OWN`` of its distinctive characters (``own``): a line cut short."""
-    from rapidfuzz.distance import Levenshtein
-
     if not NEAR_CHARS < len(text) < len(whole):
         return False
-    for size in (len(text) - 1, len(text), len(text) + 1):
-        for start in range(0, len(whole) - size + 1):
-            if (len(own.intersection(range(start, start + size))) >= NEAR_OWN
-                    and Levenshtein.distance(text, whole[start:start + size],
-                                             score_cutoff=1) <= 1):
-                return True
-    return False
+    return any(len(own.intersection(range(start, start + size))) >= NEAR_OWN
+               for start, size in _close_stretches(text, whole, 1))
 
 
 def _cut_short(form: str) -> set[str]:

@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 
 from pipeline.pixel.frames import View, refine, tighten, views
 from pipeline.pixel.panels import panel_view
-from pipeline.pixel.phi import decide
+from pipeline.pixel.phi import Mode, decide
 from pipeline.pixel.redact import RedactionResult, redact
 from pipeline.pixel.types import (
     PixelFinding,
@@ -236,7 +236,7 @@ class _Reading:
     """What decides a read box: the profile's mode, entity filter, review threshold and
     line following, the file's header, and the free-text tagger (rules when None)."""
 
-    mode: str
+    mode: Mode
     entities: frozenset[str] | None
     threshold: float
     follow: bool
@@ -246,20 +246,19 @@ class _Reading:
 
 def _read(
     view: View, boxes: list[TextBox], texts: list[Recognition], stored: dict[int, TextBox],
-    engines: PixelEngines, reading: _Reading, *, unreadable: bool = True,
+    engines: PixelEngines, reading: _Reading,
 ) -> list[tuple[TextBox, str, float, str, str]]:
     """The findings of read ``boxes`` of ``view`` (``stored``: their stored ink boxes, by
-    id): PHI (widened by line following), unreadable lines (when ``unreadable``), and
-    text read as not PHI (rejected)."""
-    phi = {id(f.box): f for f in decide(boxes, texts, reading.context,
-                                        mode=reading.mode,  # type: ignore[arg-type]
+    id): PHI (widened by line following), unreadable lines, and text read as not PHI
+    (rejected)."""
+    phi = {id(f.box): f for f in decide(boxes, texts, reading.context, mode=reading.mode,
                                         entities=reading.entities, tagger=reading.tagger)}
     wider = follow_lines(view, [b for b in boxes if id(b) in phi],
                          engines.recognizer) if reading.follow else {}
     out: list[tuple[TextBox, str, float, str, str]] = []
     for box, text in zip(boxes, texts, strict=True):
         finding = phi.get(id(box))
-        if finding is None and unreadable and _unreadable_line(stored[id(box)], text):
+        if finding is None and _unreadable_line(stored[id(box)], text):
             out.append((stored[id(box)], "OTHER", text.score, PENDING, "unreadable"))
         elif finding is None:
             out.append((stored[id(box)], "OTHER", text.score, REJECTED, "detector"))
@@ -300,7 +299,7 @@ def _panel_pass(
     if not kept:
         return []
     return _read(stretched, [b for b, _ in kept], [t for _, t in kept], stored, engines,
-                 reading, unreadable=False)
+                 reading)
 
 
 #: Line following (:func:`follow_lines`): how far beyond each end of a PHI box the line is
