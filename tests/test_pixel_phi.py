@@ -97,10 +97,33 @@ def test_a_birth_date_label_without_a_date_is_not_one(text: str) -> None:
     assert finding is None or finding.entity != "DATE"
 
 
+@pytest.mark.parametrize(("text", "entity"), [
+    ("Pt: Saah Gaci", "NAME"),          # "SARAH GARCIA" at 7 px, three letters lost
+    ("Patient: JESSCA WAGNF", "NAME"),
+    ("Patient Name; Qwv Zx", "NAME"),
+    ("NAME: Jhn Sm1th", "NAME"),
+    ("MRN 92B5584O1", "ID"),            # 8 read as B, 0 as O
+    ("Acc# RA2985", "ID"),
+    ("Accession No: E7660", "ID"),
+    ("PID 53l7", "ID"),
+])
+def test_a_patient_label_makes_its_value_phi_however_it_reads(text: str, entity: str) -> None:
+    finding = one(text, EMPTY)
+    assert finding is not None and finding.entity == entity
+
+
+@pytest.mark.parametrize("text", [
+    "Patient Position: HFS", "Protocol Name: T2 FSE", "Pt: 45 Y", "Patient:", "Outpatient: Yes",
+    "SID 1000", "Ex: 4521", "ACCEL 1234", "MRN", "ID: 12", "Acc: --",
+])
+def test_a_label_without_its_value_or_inside_another_word_is_not_phi(text: str) -> None:
+    assert one(text, EMPTY) is None
+
+
 NEAR = HeaderContext(
     names=frozenset(name_parts("MORALES^NICOLE")),
     institutions=frozenset({"SUTTON CLINIC", "CHEN CLINIC"}),
-    other=frozenset({"555 VALENTINE CAUSEWAY"}),
+    other=frozenset({"555 VALENTINE CAUSEWAY", "9929 SIMON WALK, RICHARDVILLE"}),
 )
 
 
@@ -111,6 +134,7 @@ NEAR = HeaderContext(
     ("TTON CLINI", "INSTITUTION"),      # cut at both ends
     ("Pt: MORAIFS", "NAME"),            # one error in a 7-letter family name
     ("555 VALENTIME", "LOCATION"),      # an address word read with one error
+    ("29 SINON WIALK", "LOCATION"),     # cut short at the start, two errors in 12 characters
 ])
 def test_a_header_value_read_with_an_error_or_cut_short_is_still_that_value(
         text: str, entity: str) -> None:
@@ -121,7 +145,7 @@ def test_a_header_value_read_with_an_error_or_cut_short_is_still_that_value(
 
 @pytest.mark.parametrize("text", [
     "CLINIC", "CLINICAL", "CORONAL", "Clinic hours", "NICE", "MORAL", "SUTURE", "VALENCIA",
-    "W 400 L 40", "CENTRAL LINE",
+    "W 400 L 40", "CENTRAL LINE", "ON THE CLINIC", "5 SALINE CAUSE",
 ])
 def test_generic_words_and_short_likenesses_are_not_near_matches(text: str) -> None:
     assert one(text, NEAR) is None

@@ -20,7 +20,11 @@ matcher:
 * a header date cut short is still that date: a detector box that misses the start or
   the end of a line (faint glyphs over a brighter background) reads ``17/2018`` or
   ``07.08.195``; a prefix or suffix of a rendered date of at least
-  ``PARTIAL_DATE_CHARS`` characters, ``PARTIAL_DATE_DIGITS`` of them digits, is a match.
+  ``PARTIAL_DATE_CHARS`` characters, ``PARTIAL_DATE_DIGITS`` of them digits, is a match;
+* a value read with errors is found within edits (Levenshtein, :func:`near_edits`: one
+  from ``NEAR_CHARS`` characters, two from twice that): name parts and distinctive
+  institution and address words, and an institution or address line cut short (the
+  text a stretch of the value holding ``NEAR_OWN`` characters of distinctive words).
 
 Confidence is a match factor times the recogniser score: 0.99 for a header value found
 verbatim (tagger on the raw text, or squashed without confusable folding), 0.9 when only
@@ -39,12 +43,17 @@ Choices (safety first, a leaked name is worse than a redacted ruler):
 * a box made only of overlay tokens (orientation letters, scale and acquisition markers
   such as ``5 cm``, ``W 400 L 40``, ``kV 120``, ``1/2``, ``SE 3``, short numbers, and
   clinical vocabulary that is not also a person name) is not a finding unless it matches
-  the header; this veto never applies to a 5+ digit run;
+  the header or follows a patient label (below); this veto never applies to a 5+ digit
+  run;
 * ``FAMILYAGIVEN`` with names the header does not hold is split at each inner ``A`` and
   flagged when both halves are dictionary names that are not clinical words;
 * a birth-date label (``DOB``, ``D.O.B.``, ``Birth``, ``Born``) followed by a value with
   at least ``PARTIAL_DATE_DIGITS`` digits is a date however the value reads
-  (``DOB 2±.08.1985``: a 7 px ``4`` read as ``±`` and ``6`` as ``8``).
+  (``DOB 2±.08.1985``: a 7 px ``4`` read as ``±`` and ``6`` as ``8``); likewise a
+  patient-name label (``Pt:``, ``Patient Name:``, ``Name:`` at the start of a line)
+  followed by ``LABEL_NAME_LETTERS`` letters is a name, and an ID label (``MRN``,
+  ``PID``, ``ID``, ``Acc#``, ``Accession No``) followed by ``LABEL_ID_DIGITS`` digits an
+  ID (``Pt: Saah Gaci``: ``SARAH GARCIA`` at 7 px with three letters lost).
 
 One :class:`Finding` is returned per flagged box, with the most confident entity among
 those allowed by ``entities``. In "all-text" mode a box with no PHI is ``OTHER``; with
@@ -107,6 +116,16 @@ _OVERLAY_TOKEN = re.compile(
 _TOKEN_SPLIT = re.compile(r"[\s,;:=()\[\]]+")
 _BIRTH_LABEL = re.compile(r"(?<![A-Z])(?:D\.?\s?O\.?\s?B\.?|BIRTH(?:\s?DATE)?|BORN)(?![A-Z])"
                           r"\s*[:#=.-]?\s*(?P<value>\S.*)", re.IGNORECASE)
+#: A patient's name label and its separator (``Pt:``, ``Patient Name:``; ``Name:`` only at
+#: the start of a line, where no other word names what it is: ``Protocol Name:``).
+_NAME_LABEL = re.compile(r"(?:(?<![A-Z])(?:PATIENT|PT|PAT)(?:\s?NAME)?|^\s*NAME)\s*[:;#]"
+                         r"(?P<value>.*)", re.IGNORECASE)
+#: A patient ID or accession label (``MRN``, ``PID``, ``ID:``, ``Acc#``, ``Accession No``).
+_ID_LABEL = re.compile(r"(?<![A-Z])(?:MRN|PID|(?:PATIENT\s?)?ID|ACC(?:ESSION)?(?:\s?(?:NO|NUM"
+                       r"(?:BER)?)\b)?)(?![A-Z])\s*[:;#=.-]?\s*(?P<value>\S.*)", re.IGNORECASE)
+#: Least letters after a name label, and digits (letters read for digits count) after an
+#: ID label, for the value to be PHI however it reads.
+LABEL_NAME_LETTERS, LABEL_ID_DIGITS = 2, 4
 
 
 @dataclass(frozen=True)
@@ -231,11 +250,13 @@ def _hits(text: str, context: HeaderContext, tagger: PhiTagger,
                 other.append(_Hit(span.entity, factor, span.source))
     if _birth_date(text):
         other.append(_Hit("DATE", _FOLDED, "pattern"))
+    labelled = [_Hit(entity, _FOLDED, "pattern") for entity in _labelled(text)]
+    other.extend(labelled)
     if _DIGIT_RUN.search(text):
         return [*header, *other, _Hit("ID", _SAFETY, "pattern")]
     if _caret_split_name(text):
         other.append(_Hit("NAME", 0.7, "dictionary"))
-    if header or not _only_overlay(text):
+    if header or labelled or not _only_overlay(text):
         return header + other
     return []
 
@@ -338,12 +359,13 @@ def _near(key: str, text: str, edits: int) -> bool:
 
 
 def _piece_of(text: str, whole: str, own: frozenset[int]) -> bool:
-    """Whether ``text`` is, within one edit, a stretch of ``whole`` holding at least
-    ``NEAR_OWN`` of its distinctive characters (``own``): a line cut short."""
+    """Whether ``text`` is, within :func:`near_edits` of its length, a stretch of
+    ``whole`` holding at least ``NEAR_OWN`` of its distinctive characters (``own``): a
+    line cut short."""
     if not NEAR_CHARS < len(text) < len(whole):
         return False
     return any(len(own.intersection(range(start, start + size))) >= NEAR_OWN
-               for start, size in _close_stretches(text, whole, 1))
+               for start, size in _close_stretches(text, whole, near_edits(len(text))))
 
 
 def _cut_short(form: str) -> set[str]:
@@ -444,6 +466,24 @@ def _birth_date(text: str) -> bool:
         return False
     value = m.group("value").upper().translate(_TO_DIGIT)
     return sum(ch.isdigit() for ch in value) >= PARTIAL_DATE_DIGITS
+
+
+def _labelled(text: str) -> list[str]:
+    """Entities whose on-screen label is followed by a value, however the value reads:
+    ``NAME`` after a name label with ``LABEL_NAME_LETTERS`` letters (``Pt: Saah Gaci``,
+    ``SARAH GARCIA`` read with two letters lost), ``ID`` after an ID label with
+    ``LABEL_ID_DIGITS`` digits."""
+    folded = fold(text)
+    out = []
+    m = _NAME_LABEL.search(folded)
+    if m is not None and sum(ch.isalpha() for ch in m.group("value")) >= LABEL_NAME_LETTERS:
+        out.append("NAME")
+    m = _ID_LABEL.search(folded)
+    if m is not None:
+        value = m.group("value").upper().translate(_TO_DIGIT)
+        if sum(ch.isdigit() for ch in value) >= LABEL_ID_DIGITS:
+            out.append("ID")
+    return out
 
 
 def _only_overlay(text: str) -> bool:
