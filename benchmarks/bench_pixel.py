@@ -167,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(f"PHI box recall (>= {pm.COVER_THRESHOLD:.0%} of pixels redacted)",
              [pm.fmt(*score.recall())])]
     rows += [(f"recall {entity}", [score.entity_cell(entity)]) for entity in PHI_ENTITIES]
+    rows.append((f"PHI value recall (>= {pm.COVER_THRESHOLD:.0%} of the value's own box; "
+                 "labels left out)", [pm.fmt(*score.value_recall())]))
+    rows += [(f"value recall {entity}", [score.value_cell(entity)])
+             for entity in PHI_ENTITIES]
     rows.append(("over-redaction (redacted area outside every text box / image area)",
                  [score.over_redaction_cell()]))
     rows.append((f"overlays falsely redacted (>= {pm.OVERLAY_THRESHOLD:.0%} of pixels)",

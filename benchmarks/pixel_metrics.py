@@ -4,6 +4,9 @@
   box's pixels lie inside the redacted area: the union of Veil's finding boxes with
   status ``cleared`` or ``pending-review``, each grown by the profile's margin and
   clipped to the image (what :func:`pipeline.pixel.redact.redact` fills).
+* **PHI value recall**: the same on the box of the PHI value's own ink (a label such as
+  ``DOB:`` before it left out; synthetic corpus only). A line whose label alone was
+  missed counts here and not above; the line figure stays the stricter one.
 * **Over-redaction**: redacted pixels outside every ground-truth text box (PHI and
   overlays alike), as a share of the image area.
 * **Overlay false redaction**: share of non-PHI overlay lines (``W 400 L 40``, ``R``...)
@@ -219,6 +222,8 @@ class LineScore:
     """Line figures of one contender, accumulated over images (see the module notes)."""
 
     hits: dict[str, list[int]] = field(default_factory=dict)
+    #: Per entity, [covered, total] PHI values (the value's own box, labels left out).
+    values: dict[str, list[int]] = field(default_factory=dict)
     lenient: int = 0
     coverage_sum: float = 0.0
     nonphi_hit: int = 0
@@ -238,6 +243,10 @@ class LineScore:
                 cell = self.hits.setdefault(line["entity"], [0, 0])
                 cell[0] += share >= COVER_THRESHOLD
                 cell[1] += 1
+                if line.get("value_box"):
+                    cell = self.values.setdefault(line["entity"], [0, 0])
+                    cell[0] += coverage(tuple(line["value_box"]), mask) >= COVER_THRESHOLD
+                    cell[1] += 1
             else:
                 self.nonphi_n += 1
                 self.nonphi_hit += share >= OVERLAY_THRESHOLD
@@ -253,6 +262,14 @@ class LineScore:
     def entity_cell(self, entity: str) -> str:
         """Recall of one entity as a table cell."""
         return fmt(*self.hits.get(entity, [0, 0]))
+
+    def value_recall(self) -> tuple[int, int]:
+        """(covered, total) PHI values of lines whose truth has a value box."""
+        return sum(h for h, _ in self.values.values()), sum(n for _, n in self.values.values())
+
+    def value_cell(self, entity: str) -> str:
+        """Value recall of one entity as a table cell."""
+        return fmt(*self.values.get(entity, [0, 0]))
 
     def mean_coverage(self) -> str:
         """Mean redacted share of a PHI line, as a table cell."""

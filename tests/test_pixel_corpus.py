@@ -78,6 +78,46 @@ def test_boxes_lie_inside_the_image_and_hold_ink(corpus):
         assert not (changed & ~truth).any(), "ink outside every ground-truth box"
 
 
+def test_value_boxes_hold_the_value_ink_and_leave_the_label_out(corpus):
+    _, manifest = corpus
+    labelled = 0
+    for entry in manifest["files"]:
+        for line in entry["lines"]:
+            if not line["phi"]:
+                assert line["value_box"] == []
+                continue
+            x0, y0, x1, y1 = line["box"]
+            v0, w0, v1, w1 = line["value_box"]
+            assert x0 <= v0 < v1 <= x1 and y0 <= w0 < w1 <= y1
+            if line["value"] == line["text"]:
+                assert line["value_box"] == line["box"]
+                continue
+            font = pc._font(line["font"], line["size"])
+            width = font.getlength(line["value"])
+            assert abs((v1 - v0) - width) <= 0.25 * width + 2, (line["text"], line["value"])
+            if line["text"].startswith(line["value"]):
+                assert v0 == x0 and v1 < x1
+            else:
+                labelled += 1
+                assert v0 > x0 + 0.5 * font.getlength(line["text"][:line["text"].find(
+                    line["value"])].strip())
+    assert labelled >= 3
+
+
+def test_a_missed_label_is_a_line_miss_but_not_a_value_miss():
+    line = {"phi": True, "entity": "DATE", "box": [0, 0, 40, 10], "value_box": [16, 0, 40, 10]}
+    mask = np.zeros((10, 40), bool)
+    mask[:, 12:] = True  # the label's first letters left
+    score = pm.LineScore()
+    score.add([line], mask)
+    assert score.recall() == (0, 1)
+    assert score.value_recall() == (1, 1)
+    mask[:, :20] = False  # the value's start left too
+    again = pm.LineScore()
+    again.add([line], mask)
+    assert again.value_recall() == (0, 1)
+
+
 def _date(text: str, fmt: str) -> dt.date:
     for number, month in enumerate(pc._MONTHS, 1):
         text = text.replace(month, f"{number:02d}")

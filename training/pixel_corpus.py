@@ -21,9 +21,10 @@ gradients) or the few uncompressed real images shipped in pydicom's own
 1024x768).
 
 Ground truth (``manifest.json``): for every rendered line, its box (``x0, y0, x1, y1``
-in stored pixels, exclusive ends, the tight box of the pixels its ink changed), its
-entity (``NAME``, ``ID``, ``DATE``, ``INSTITUTION``, ``LOCATION``, or ``OVERLAY`` for
-non-PHI clinical text), whether it is PHI, the PHI value as rendered and the header
+in stored pixels, exclusive ends, the tight box of the pixels its ink changed) and the
+box of its PHI value's ink alone (a label such as ``DOB:`` left out), its entity
+(``NAME``, ``ID``, ``DATE``, ``INSTITUTION``, ``LOCATION``, or ``OVERLAY`` for non-PHI
+clinical text), whether it is PHI, the PHI value as rendered and the header
 keyword it was copied from; per file, the split (``train`` / ``validation`` /
 ``test``, 60/20/20, drawn from the file's own seed) and every header PHI string.
 
@@ -74,7 +75,7 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 #: Version of the generator; a manifest with another version is regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 PHI_ENTITIES = ("NAME", "ID", "DATE", "INSTITUTION", "LOCATION")
 ENTITIES = (*PHI_ENTITIES, "OVERLAY")
 SPLITS = (("train", 0.6), ("validation", 0.2), ("test", 0.2))
@@ -115,6 +116,9 @@ class Line:
         ``comma`` name order, or ``verbatim``.
     box : list of int
         ``[x0, y0, x1, y1]`` in stored pixels, exclusive ends (filled by rendering).
+    value_box : list of int
+        The same for the ink of ``value`` alone (a label before it and text after it
+        left out; equal to ``box`` when the line is its value; empty for an overlay).
     layout, font, size, polarity, contrast
         How it was drawn.
     """
@@ -125,6 +129,7 @@ class Line:
     keyword: str = ""
     form: str = "verbatim"
     box: list[int] = field(default_factory=list)
+    value_box: list[int] = field(default_factory=list)
     layout: str = ""
     font: str = "default"
     size: int = 12
@@ -547,12 +552,33 @@ def render_sample(sample: Sample, rnd: random.Random,
         if ys.size == 0:
             continue
         line.box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        line.value_box = _value_box(line, x, anchor, xs, ys)
         ink = _ink_level(mono, line)
         if base.ndim == 3:
             alpha = alpha[..., None]
         image = image * (1.0 - alpha) + ink * alpha
         placed.append(line)
     return base, image, placed
+
+
+def _value_box(line: Line, x: int, anchor: str, xs: np.ndarray, ys: np.ndarray) -> list[int]:
+    """Tight box of the ink of ``line.value`` (``xs``, ``ys``: the line's ink pixels; the
+    line was drawn with ``anchor`` at column ``x``): the columns between the advance of
+    the text before the value and the advance of the text through it."""
+    start = line.text.find(line.value) if line.value else -1
+    if start < 0:
+        return []
+    if line.value == line.text:
+        return list(line.box)
+    font = _font(line.font, line.size)
+    origin = x - {"l": 0.0, "m": 0.5, "r": 1.0}[anchor[0]] * font.getlength(line.text)
+    left = origin + font.getlength(line.text[:start])
+    right = origin + font.getlength(line.text[:start + len(line.value)])
+    keep = (xs >= np.floor(left)) & (xs < np.ceil(right))
+    if not keep.any():
+        raise ValueError(f"no ink between the value's advances (file font {line.font})")
+    return [int(xs[keep].min()), int(ys[keep].min()), int(xs[keep].max()) + 1,
+            int(ys[keep].max()) + 1]
 
 
 # --- DICOM ----------------------------------------------------------------------------
