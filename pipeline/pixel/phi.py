@@ -471,7 +471,7 @@ def _birth_date(text: str) -> bool:
 def _labelled(text: str) -> list[str]:
     """Entities whose on-screen label is followed by a value, however the value reads:
     ``NAME`` after a name label with ``LABEL_NAME_LETTERS`` letters (``Pt: Saah Gaci``,
-    ``SARAH GARCIA`` read with two letters lost), ``ID`` after an ID label with
+    ``SARAH GARCIA`` read with three letters lost), ``ID`` after an ID label with
     ``LABEL_ID_DIGITS`` digits."""
     folded = fold(text)
     out = []
