@@ -458,14 +458,18 @@ def _caret_split_name(text: str) -> bool:
     return False
 
 
-def _birth_date(text: str) -> bool:
-    """True when a birth-date label is followed by a value with enough digits (letters
-    read for digits count: ``O5.O6.l983``)."""
-    m = _BIRTH_LABEL.search(fold(text))
+def _digits_after(label: re.Pattern[str], folded: str) -> int:
+    """Digits in the value after ``label`` in ``folded`` text (letters read for digits
+    count: ``O5.O6.l983``); -1 when the label is not there."""
+    m = label.search(folded)
     if m is None:
-        return False
-    value = m.group("value").upper().translate(_TO_DIGIT)
-    return sum(ch.isdigit() for ch in value) >= PARTIAL_DATE_DIGITS
+        return -1
+    return sum(ch.isdigit() for ch in m.group("value").upper().translate(_TO_DIGIT))
+
+
+def _birth_date(text: str) -> bool:
+    """True when a birth-date label is followed by a value with enough digits."""
+    return _digits_after(_BIRTH_LABEL, fold(text)) >= PARTIAL_DATE_DIGITS
 
 
 def _labelled(text: str) -> list[str]:
@@ -478,11 +482,8 @@ def _labelled(text: str) -> list[str]:
     m = _NAME_LABEL.search(folded)
     if m is not None and sum(ch.isalpha() for ch in m.group("value")) >= LABEL_NAME_LETTERS:
         out.append("NAME")
-    m = _ID_LABEL.search(folded)
-    if m is not None:
-        value = m.group("value").upper().translate(_TO_DIGIT)
-        if sum(ch.isdigit() for ch in value) >= LABEL_ID_DIGITS:
-            out.append("ID")
+    if _digits_after(_ID_LABEL, folded) >= LABEL_ID_DIGITS:
+        out.append("ID")
     return out
 
 
