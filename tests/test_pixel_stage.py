@@ -319,3 +319,29 @@ def test_ink_boxes_are_refined_only_when_the_margin_covers_it(monkeypatch, margi
         "dicom-basic", ["clean-pixel-data"], {"pixel.margin": str(margin)})).profile.pixel
     clean_pixels(ds, settings, HeaderContext.from_dataset(ds), _engines())
     assert bool(calls) is refined
+
+
+LINE = TextBox(40, 100, 160, 112, 0.9)
+
+
+@pytest.mark.parametrize(("other", "extent"), [
+    # another view read the same line as not PHI, reaching further along it: kept
+    (TextBox(30, 99, 180, 113, 0.9), (30, 99, 180, 113)),
+    # a box many lines tall over texture that holds the line: not the line's extent
+    (TextBox(0, 40, 300, 240, 0.5), (40, 100, 160, 112)),
+    # exactly twice the line's height: still of its scale
+    (TextBox(20, 94, 170, 118, 0.5), (20, 94, 170, 118)),
+])
+def test_a_redacted_region_spans_boxes_of_its_line_scale_only(other: TextBox,
+                                                              extent: tuple[int, ...]) -> None:
+    found = [(other, "OTHER", 0.3, stage.REJECTED, "detector"),
+             (LINE, "ID", 0.99, stage.CLEARED, "header")]
+    (finding,) = stage._merge(found)
+    assert (finding.status, finding.entity, finding.box) == (stage.CLEARED, "ID", extent)
+
+
+def test_a_region_read_as_not_phi_everywhere_keeps_its_whole_extent() -> None:
+    found = [(TextBox(0, 40, 300, 240, 0.5), "OTHER", 0.3, stage.REJECTED, "detector"),
+             (LINE, "OTHER", 0.95, stage.REJECTED, "detector")]
+    (finding,) = stage._merge(found)
+    assert (finding.status, finding.box) == (stage.REJECTED, (0, 40, 300, 240))

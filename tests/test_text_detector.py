@@ -16,10 +16,18 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.pixel.dbnet import VeilTextDetector, kernel_boxes, prepare
-from pipeline.pixel.ensemble import MIN_GLYPHS, MIN_SCORE, UnionDetector, glyph_count
+from pipeline.pixel.ensemble import (
+    LINE_SCALE,
+    MAX_CLAIMED,
+    MIN_GLYPHS,
+    MIN_SCORE,
+    UnionDetector,
+    claimed_share,
+    glyph_count,
+)
 from pipeline.pixel.ppocr import PPOCRDetector
 from pipeline.pixel.stage import engines_for
-from pipeline.pixel.types import TextBox, overlap
+from pipeline.pixel.types import TextBox
 from pipeline.profile import load_profile
 from pipeline.registry import engine_refs
 from training.detector.data import targets
@@ -186,9 +194,12 @@ def dotted(shape: tuple[int, int] = (300, 300)) -> np.ndarray:
     (TextBox(10, 10, 90, 20, 0.97), True),      # a confident line nobody found
     (TextBox(10, 10, 90, 20, 0.90), False),     # weak: speckle and traces are
     (TextBox(10, 10, 30, 20, 0.99), False),     # 2:1, square-ish: not a line
-    (TextBox(10, 10, 40, 20, 0.99), True),      # exactly 3:1
-    (TextBox(150, 105, 260, 115, 0.99), False),  # overlaps a primary box: primary decides
+    (TextBox(10, 10, 34, 20, 0.99), False),     # 2.4:1
+    (TextBox(10, 10, 35, 20, 0.99), True),      # exactly 2.5:1
+    (TextBox(150, 105, 260, 115, 0.99), False),  # a third inside a primary line: primary decides
+    (TextBox(120, 102, 180, 110, 0.99), False),  # wholly inside a primary line
     (TextBox(200, 100, 260, 112, 0.99), True),  # touches its edge only
+    (TextBox(180, 110, 290, 122, 0.99), True),  # grazes its corner (3% claimed)
 ])
 def test_the_union_adds_only_confident_lines_the_primary_missed(extra: TextBox,
                                                                 joins: bool) -> None:
@@ -211,7 +222,30 @@ def test_the_union_keeps_every_primary_box_and_adds_no_overlap(boxes: list[TextB
     for extra in found[len(primary):]:
         assert extra in secondary and extra.score >= MIN_SCORE
         assert glyph_count(image, extra) >= MIN_GLYPHS
-        assert not any(overlap(extra, p) > 0 for p in primary)
+        assert claimed_share(extra, primary) < MAX_CLAIMED
+        assert not any(p.height <= LINE_SCALE * extra.height and p.x0 <= extra.x0
+                       and p.y0 <= extra.y0 and extra.x1 <= p.x1 and extra.y1 <= p.y1
+                       for p in primary)
+
+
+@pytest.mark.parametrize(("blob", "joins"), [
+    (TextBox(0, 0, 300, 150, 0.55), True),   # 15 lines tall: texture swallowing the line
+    (TextBox(0, 0, 300, 20, 0.55), False),   # exactly twice the line's height: claims it
+    (TextBox(0, 0, 300, 21, 0.55), True),
+])
+def test_a_primary_box_many_lines_tall_does_not_hide_a_line(blob: TextBox, joins: bool) -> None:
+    line = TextBox(10, 5, 90, 15, 0.97)
+    found = UnionDetector(Fixed([blob]), Fixed([line])).detect(dotted())
+    assert found == ([blob, line] if joins else [blob])
+
+
+def test_claimed_share_counts_each_pixel_once() -> None:
+    box = TextBox(0, 0, 100, 10, 1.0)
+    halves = [TextBox(0, 0, 50, 10, 1.0), TextBox(0, 0, 50, 10, 1.0), TextBox(40, 0, 60, 10, 1.0)]
+    assert claimed_share(box, halves) == pytest.approx(0.6)
+    assert claimed_share(box, [TextBox(0, 0, 100, 21, 1.0)]) == 0.0  # not its line scale
+    assert claimed_share(box, [TextBox(0, 0, 100, 20, 1.0)]) == 1.0
+    assert claimed_share(box, [TextBox(200, 0, 300, 10, 1.0)]) == 0.0
 
 
 def test_a_text_line_has_glyphs_a_trace_has_not() -> None:

@@ -520,15 +520,28 @@ def _merge(found: list[tuple[TextBox, str, float, str, str]]) -> list[PixelFindi
 
     A merged region is redacted if any of its boxes was PHI; it keeps the most
     protective status (cleared or pending over rejected) and the highest confidence.
+    A redacted region spans its redacted boxes and the boxes read as not PHI that are
+    of their line scale (``_extent``).
     """
     rank = {CLEARED: 2, PENDING: 1, REJECTED: 0}
     out = []
     for group in group_regions(found, lambda item: item[0]):
-        boxes = [g[0] for g in group]
         best = max(group, key=lambda g: (rank[g[3]] > 0, g[2]))
         status = max((g[3] for g in group), key=lambda s: rank[s])
+        boxes = [g[0] for g in group] if status == REJECTED else _extent(group)
         box = (min(b.x0 for b in boxes), min(b.y0 for b in boxes),
                max(b.x1 for b in boxes), max(b.y1 for b in boxes))
         out.append(PixelFinding(group[0][0].frame, box, best[1], round(best[2], 4), status,
                                 best[4]))
     return out
+
+
+def _extent(group: list[tuple[TextBox, str, float, str, str]]) -> list[TextBox]:
+    """The boxes a redacted region spans: its redacted ones, and those read as not PHI
+    at most ``LINE_HEIGHT_RATIO`` times as tall as the tallest redacted one (another
+    view's box of the same line may reach further along it; a box many lines tall that
+    holds the line, a detector's box over ultrasound texture, is not the line)."""
+    marked = [g[0] for g in group if g[3] != REJECTED]
+    tallest = max(box.height for box in marked)
+    return marked + [g[0] for g in group
+                     if g[3] == REJECTED and g[0].height <= LINE_HEIGHT_RATIO * tallest]
