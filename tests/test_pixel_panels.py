@@ -7,7 +7,7 @@ import pytest
 from factories import make_ct
 from test_pixel_ppocr import burn
 
-from pipeline.pixel.panels import FAINT_MAX, PANEL_GAIN, panel_view
+from pipeline.pixel.panels import FAINT_MAX, PANEL_GAIN, PanelView, panel_view
 from pipeline.pixel.stage import clean_pixels, engines_for
 from pipeline.pixel.types import TextBox
 from pipeline.profile import load_profile
@@ -88,3 +88,35 @@ def test_a_faint_name_on_a_panel_is_redacted_by_the_second_pass(panel_pass):
 
 def test_the_panel_pass_is_on_by_default():
     assert load_profile("dicom-basic", ["clean-pixel-data"]).pixel.value("panel_pass")
+
+
+def test_a_strong_first_letter_does_not_hide_the_faint_line_it_starts():
+    """The label drawn strong, the name after it faint: the first pass reads the label
+    alone (confidently, not PHI); the panel pass must still read the whole line."""
+    ds, (x0, y0, x1, y1) = _faint_mr()
+    frame = ds.pixel_array.copy()
+    canvas, _ = burn(np.zeros((256, 256), np.uint8), [14], lines=["Pt:"], fill=200,
+                     origin=(40, 14))
+    frame[canvas > 0] = 3500 - 8 * canvas[canvas > 0].astype(np.uint16)  # dark, strong
+    ds.PixelData = frame.tobytes()
+    before = ds.pixel_array.copy()
+    settings = load_profile("dicom-basic", ["clean-pixel-data"]).pixel
+    outcome = clean_pixels(ds, settings, HeaderContext.from_dataset(ds),
+                           engines_for(settings))
+    assert any(f.entity == "NAME" and f.status != "rejected" for f in outcome.findings)
+    assert (ds.pixel_array[y0:y1, x0:x1] != before[y0:y1, x0:x1]).mean() > 0.9
+
+
+@pytest.mark.parametrize(("box", "held"), [
+    # a line 25 px tall whose middle block row is full of ink: the rows around it count
+    (TextBox(140, 60, 400, 85, 1.0), True),
+    # over the image beside a panel: most of it (and of the rows around it) is not flat
+    (TextBox(0, 200, 200, 225, 1.0), False),
+    (TextBox(100, 300, 400, 340, 1.0), True),
+])
+def test_a_line_taller_than_a_block_lies_on_its_panel(box: TextBox, held: bool) -> None:
+    own = np.ones((640, 640), bool)
+    own[64:80, :] = False        # the block row the line's strokes fill
+    own[:, :120] = False         # the image beside the panel
+    view = PanelView(np.full((640, 640), 255, np.uint8), own)
+    assert view.holds(box) is held

@@ -48,8 +48,12 @@ class PanelView:
     own: np.ndarray
 
     def holds(self, box: TextBox) -> bool:
-        """Whether ``box`` (view pixels) lies mostly on flat blocks (``PANEL_OWN``)."""
-        part = self.own[box.y0:box.y1, box.x0:box.x1]
+        """Whether ``box`` (view pixels) lies mostly on flat blocks (``PANEL_OWN``),
+        counting half a block above and below it: the blocks a line taller than a block
+        covers are full of ink, not flat, while the rows above and below it are the
+        panel."""
+        reach = PANEL_BLOCK // 2
+        part = self.own[max(box.y0 - reach, 0):box.y1 + reach, box.x0:box.x1]
         return part.size > 0 and float(part.mean()) >= PANEL_OWN
 
 

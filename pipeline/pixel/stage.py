@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
+from pipeline.pixel.ensemble import MAX_CLAIMED, claimed_share
 from pipeline.pixel.frames import View, refine, tighten, views
 from pipeline.pixel.panels import panel_view
 from pipeline.pixel.phi import Mode, decide
@@ -36,7 +37,6 @@ from pipeline.pixel.types import (
     TextDetector,
     TextRecognizer,
     group_regions,
-    same_region,
 )
 from pipeline.profile.schema import DEFAULT_PIXEL, PixelSettings, RegionRule
 from pipeline.text import HeaderContext, PhiTagger
@@ -277,8 +277,10 @@ def _panel_pass(
     reading: _Reading, margin: int,
 ) -> list[tuple[TextBox, str, float, str, str]]:
     """Findings of the second detection pass over faint text on flat panels
-    (:mod:`pipeline.pixel.panels`): boxes the first pass (``boxes``) did not find, lying
-    on a panel, read on the stretched view; a read under ``UNREADABLE`` is dropped (the
+    (:mod:`pipeline.pixel.panels`): boxes the first pass (``boxes``) did not find (under
+    ``MAX_CLAIMED`` of them inside its boxes of their line scale: a first-pass box on the
+    one letter that stands out does not hide the line), lying on a panel, read on the
+    stretched view; a read under ``UNREADABLE`` is dropped (the
     stretch also draws edges of anatomy beside a panel; unread text there is not a
     line the first pass missed)."""
     panel = panel_view(view.image)
@@ -286,7 +288,7 @@ def _panel_pass(
         return []
     stretched = replace(view, image=panel.image, native=None)
     extra = [box for box in engines.detector.detect(panel.image)
-             if panel.holds(box) and not any(same_region(box, o) for o in boxes)]
+             if panel.holds(box) and claimed_share(box, boxes) < MAX_CLAIMED]
     stored = {id(box): _ink_box(stretched, box, margin) for box in extra}
     extra = [box for box in extra if stored[id(box)].area
              and not _inside(stored[id(box)], regions)
@@ -507,12 +509,24 @@ CONFIDENT_READ = 0.9
 def _settled(
     box: TextBox, found: list[tuple[TextBox, str, float, str, str]]
 ) -> tuple[TextBox, str, float, str, str] | None:
-    """A finding of another view that already decides ``box`` (redacted or confidently not
-    PHI), or None when the region must be read in this view."""
+    """A finding of another view or pass that already decides ``box`` (redacted or
+    confidently not PHI) and holds most of it, or None when the region must be read
+    here. A confident read of one letter that stands out does not decide the faint line
+    it starts."""
     for item in found:
-        if same_region(item[0], box) and (item[3] != REJECTED or item[2] >= CONFIDENT_READ):
+        if _share_inside(box, item[0]) > 0.5 and (
+                item[3] != REJECTED or item[2] >= CONFIDENT_READ):
             return item
     return None
+
+
+def _share_inside(box: TextBox, other: TextBox) -> float:
+    """Share of ``box``'s area inside ``other`` (0 when they lie on different frames)."""
+    width = min(box.x1, other.x1) - max(box.x0, other.x0)
+    height = min(box.y1, other.y1) - max(box.y0, other.y0)
+    if box.frame != other.frame or width <= 0 or height <= 0:
+        return 0.0
+    return width * height / max(box.area, 1)
 
 
 def _merge(found: list[tuple[TextBox, str, float, str, str]]) -> list[PixelFinding]:
