@@ -143,6 +143,30 @@ def test_a_header_value_read_with_an_error_or_cut_short_is_still_that_value(
     assert finding.confidence < 0.8  # found within edits: redacted, and sent for review
 
 
+@pytest.mark.parametrize(("text", "name"), [
+    ("Patient Gaett Kriht", "KNIGHT^GARRETT"),  # 8 px, colon lost, two errors in each
+    ("Kriht, Gaett", "KNIGHT^GARRETT"),
+    ("Patient Ncol Mraes", "MORALES^NICOLE"),
+])
+def test_two_name_parts_read_with_two_errors_each_are_the_name(text: str, name: str) -> None:
+    context = HeaderContext(names=frozenset(name_parts(name)))
+    finding = one(text, context)
+    assert finding is not None and (finding.entity, finding.source) == ("NAME", "header")
+    assert finding.confidence < 0.8  # found within edits: redacted, and sent for review
+
+
+@pytest.mark.parametrize("text", [
+    "Ncol",                  # one name part alone, two errors: too far to be taken for it
+    "Ncol Ncol",             # the same part twice
+    "Patient Ncol",
+    "Patient Position HFS",
+    "Ncol Protocol",
+    "Ncol Mra",              # a word under four letters
+])
+def test_one_name_part_read_with_two_errors_is_not_the_name(text: str) -> None:
+    assert one(text, HeaderContext(names=frozenset(name_parts("MORALES^NICOLE")))) is None
+
+
 @pytest.mark.parametrize("text", [
     "CLINIC", "CLINICAL", "CORONAL", "Clinic hours", "NICE", "MORAL", "SUTURE", "VALENCIA",
     "W 400 L 40", "CENTRAL LINE", "ON THE CLINIC", "5 SALINE CAUSE",
@@ -320,6 +344,25 @@ def test_ocr_variants() -> None:
     assert "MRN 1234S678 D0E^JOHN" in variants
     assert any("DOE~JOHN" in v for v in variants)
     assert ocr_variants("AXIAL") == ["AXIAL"]
+
+
+@pytest.mark.parametrize(("text", "entity"), [
+    ("22.08. 1885", "DATE"),      # 1985 at 7 px: a space read after the separator, 9 as 8
+    ("22 / 08 / 1885", "DATE"),
+    ("AXIALMRN:1431", "ID"),      # two boxes read as one, the space and the ID's end lost
+    ("CORONALMRN 1431", "ID"),
+])
+def test_spaced_separators_and_glued_labels_are_read_through(text: str, entity: str) -> None:
+    finding = one(text, EMPTY)
+    assert finding is not None and finding.entity == entity
+
+
+@pytest.mark.parametrize("text", [
+    "Im: 23 / 120", "1 / 2", "5 - 10 cm", "12 . 5 mm", "0.5 - 1.5", "TR 4000 / TE 90",
+    "ADOBE 12", "AXIALDOB",
+])
+def test_overlays_with_spaced_separators_or_label_letters_stay_overlays(text: str) -> None:
+    assert one(text, EMPTY) is None
 
 
 # --- Hypothesis: Faker header values rendered through random OCR corruption ------------------

@@ -24,7 +24,11 @@ matcher:
 * a value read with errors is found within edits (Levenshtein, :func:`near_edits`: one
   from ``NEAR_CHARS`` characters, two from twice that): name parts and distinctive
   institution and address words, and an institution or address line cut short (the
-  text a stretch of the value holding ``NEAR_OWN`` characters of distinctive words).
+  text a stretch of the value holding ``NEAR_OWN`` characters of distinctive words);
+  and two header name parts read with more errors, each in a word of its own
+  (:func:`_name_pair`: ``Patient Gaett Kriht`` for ``GARRETT KNIGHT``, 8 px): either
+  word alone is too far from its name to be taken for it, the two together are not
+  chance.
 
 Confidence is a match factor times the recogniser score: 0.99 for a header value found
 verbatim (tagger on the raw text, or squashed without confusable folding), 0.9 when only
@@ -87,6 +91,10 @@ PARTIAL_DATE_CHARS, PARTIAL_DATE_DIGITS = 6, 4
 #: Header values matched within edits (see the module notes): the least key length, and
 #: the least number of characters of distinctive words in a stretch of a value cut short.
 NEAR_CHARS, NEAR_OWN = 6, 2
+#: A full name read with errors (see the module notes): two words of at least
+#: ``PAIR_LETTERS`` characters, each within a third of its length in edits (one at
+#: least, ``PAIR_EDITS`` at most) of a different header name part as long.
+PAIR_LETTERS, PAIR_EDITS = 4, 2
 #: Confusable characters mapped to one representative (applied after upper-casing).
 _CONFUSABLE = str.maketrans({"0": "O", "1": "I", "L": "I", "|": "I", "!": "I", "5": "S",
                              "8": "B", "2": "Z", "6": "G"})
@@ -98,6 +106,11 @@ _MIXED = re.compile(r"[A-Za-z0-9|]*\d[A-Za-z0-9|]*")
 _DIGIT_RUN = re.compile(r"\d{5,}")
 _INNER_A = re.compile(r"(?<=[A-Z])A(?=[A-Z])")
 _CARET_LIKE = re.compile(r"(?<=[^\W\d_])~(?=[^\W\d_])")
+#: A separator between digits with spaces read around it (``22.08. 1885``).
+_SPACED_SEPARATOR = re.compile(r"(?<=\d)\s*([./-])\s*(?=\d)")
+#: A patient label glued to the letters before it (``AXIALMRN``): labels that occur
+#: inside no word, upper case as drawn.
+_GLUED_LABEL = re.compile(r"(?<=[A-Za-z])(?=(?:MRN|DOB)(?![a-z]))")
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _FULL_MONTHS = ("JANUARY", "FEBRUARY", "MARCH", "APRIL", "MAY", "JUNE", "JULY", "AUGUST",
                 "SEPTEMBER", "OCTOBER", "NOVEMBER", "DECEMBER")
@@ -216,7 +229,10 @@ def ocr_variants(text: str) -> list[str]:
 
     The text itself; ``~`` between letters read back as ``^``; every token that holds a
     digit with its confusable letters read as digits (``1234S678`` -> ``12345678``);
-    and the same tokens with their confusable digits read as letters (``D0E`` -> ``DOE``).
+    the same tokens with their confusable digits read as letters (``D0E`` -> ``DOE``);
+    spaces read around a separator between digits dropped (``22.08. 1885`` ->
+    ``22.08.1885``); and a patient label run into the word before it set apart
+    (``AXIALMRN:1431`` -> ``AXIAL MRN:1431``: two boxes read as one, the space lost).
     Duplicates are dropped; the original comes first.
     """
     upper_mixed = _MIXED.sub(lambda m: m.group(0).upper(), text)
@@ -225,6 +241,8 @@ def ocr_variants(text: str) -> list[str]:
         _CARET_LIKE.sub("^", text),
         _MIXED.sub(lambda m: m.group(0).upper().translate(_TO_DIGIT), upper_mixed),
         _MIXED.sub(lambda m: m.group(0).translate(_TO_LETTER), text),
+        _SPACED_SEPARATOR.sub(r"\1", text),
+        _GLUED_LABEL.sub(" ", text),
     ]
     return list(dict.fromkeys(candidates))
 
@@ -256,7 +274,8 @@ def _hits(text: str, context: HeaderContext, tagger: PhiTagger,
         return [*header, *other, _Hit("ID", _SAFETY, "pattern")]
     if _caret_split_name(text):
         other.append(_Hit("NAME", 0.7, "dictionary"))
-    if header or labelled or not _only_overlay(text):
+    joined = _SPACED_SEPARATOR.sub(r"\1", text)  # "22.08. 1885" is no pair of numbers
+    if header or labelled or not _only_overlay(text) or not _only_overlay(joined):
         return header + other
     return []
 
@@ -434,11 +453,31 @@ def _near_hits(text: str, folded: str, keys: _Keys, *, named: bool) -> Iterator[
         if _near(fkey, folded, near_edits(len(fkey))):
             seen.add(entity)
             yield _Hit(entity, _PARTIAL, "header")
+    if not named and "NAME" not in seen and _name_pair(text, keys):
+        seen.add("NAME")
+        yield _Hit("NAME", _PARTIAL, "header")
     pieces = {folded, *(_fold_squash(t) for t in text.split())}
     for whole, own, entity in keys.wholes:
         if entity not in seen and any(_piece_of(p, whole, own) for p in pieces):
             seen.add(entity)
             yield _Hit(entity, _PARTIAL, "header")
+
+
+def _name_pair(text: str, keys: _Keys) -> bool:
+    """Whether two words of ``text`` are each close (see ``PAIR_EDITS``) to a different
+    header name part: a full name read with errors."""
+    from rapidfuzz.distance import Levenshtein
+
+    parts = sorted({f for _k, f in keys.names if len(f) >= PAIR_LETTERS})
+    if len(parts) < 2:
+        return False
+    words = sorted({_fold_squash(w) for w in re.findall(r"[^\W\d_]+", fold(text))
+                    if len(w) >= PAIR_LETTERS})
+    close = [{w for w in words if Levenshtein.distance(
+        part, w, score_cutoff=edits) <= edits}
+        for part in parts for edits in [min(PAIR_EDITS, max(1, len(part) // 3))]]
+    return any(a != b for i, near in enumerate(close) for a in near
+               for other in close[i + 1:] for b in other)
 
 
 @functools.cache
