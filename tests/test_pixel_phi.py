@@ -106,6 +106,9 @@ def test_a_birth_date_label_without_a_date_is_not_one(text: str) -> None:
     ("Acc# RA2985", "ID"),
     ("Accession No: E7660", "ID"),
     ("PID 53l7", "ID"),
+    ("Ref: Daid Ned", "NAME"),          # the referring physician's "DAVID NEAL" at 7 px
+    ("Referring: Jo Smth", "NAME"),
+    ("Ref. Phys: Xy Zz", "NAME"),
 ])
 def test_a_patient_label_makes_its_value_phi_however_it_reads(text: str, entity: str) -> None:
     finding = one(text, EMPTY)
@@ -115,6 +118,7 @@ def test_a_patient_label_makes_its_value_phi_however_it_reads(text: str, entity:
 @pytest.mark.parametrize("text", [
     "Patient Position: HFS", "Protocol Name: T2 FSE", "Pt: 45 Y", "Patient:", "Outpatient: Yes",
     "SID 1000", "Ex: 4521", "ACCEL 1234", "MRN", "ID: 12", "Acc: --",
+    "Ref: 2.5", "Ref Line", "Preferred: yes", "REF: L",
 ])
 def test_a_label_without_its_value_or_inside_another_word_is_not_phi(text: str) -> None:
     assert one(text, EMPTY) is None
@@ -141,6 +145,27 @@ def test_a_header_value_read_with_an_error_or_cut_short_is_still_that_value(
     finding = one(text, NEAR)
     assert finding is not None and (finding.entity, finding.source) == (entity, "header")
     assert finding.confidence < 0.8  # found within edits: redacted, and sent for review
+
+
+CUT_IDS = HeaderContext(ids=frozenset({"E269212827", "B8031078", "80207036"}))
+
+
+@pytest.mark.parametrize("text", [
+    "PIDB8031",           # "PID B8031078": the label glued on, the line cut short
+    "B8O31",              # a 5-character prefix, 0 read as O
+    "Accession:E269",     # after an ID label, 4 characters do: the rest is a box apart
+    "Acc 2827",           # a suffix after a label
+])
+def test_a_header_id_cut_short_is_still_that_id(text: str) -> None:
+    finding = one(text, CUT_IDS)
+    assert finding is not None and (finding.entity, finding.source) == ("ID", "header")
+    assert finding.confidence < 0.8  # redacted, and sent for review
+
+
+@pytest.mark.parametrize("text", ["2827", "W 2827", "8020", "kV 8020", "B803", "Series 8031",
+                                  "TR 8020 TE 70"])
+def test_a_few_digits_of_a_header_id_without_a_label_are_not_it(text: str) -> None:
+    assert one(text, CUT_IDS) is None
 
 
 @pytest.mark.parametrize(("text", "name"), [

@@ -21,6 +21,10 @@ matcher:
   the end of a line (faint glyphs over a brighter background) reads ``17/2018`` or
   ``07.08.195``; a prefix or suffix of a rendered date of at least
   ``PARTIAL_DATE_CHARS`` characters, ``PARTIAL_DATE_DIGITS`` of them digits, is a match;
+* a header ID cut short is still that ID: a prefix or suffix of at least
+  ``PARTIAL_ID_CHARS`` characters, ``PARTIAL_ID_DIGITS`` of them digits (``PIDB8031``
+  for ``B8031078``), or of ``LABELLED_ID_CHARS`` right after an ID label
+  (``Accession:E269``);
 * a value read with errors is found within edits (Levenshtein, :func:`near_edits`: one
   from ``NEAR_CHARS`` characters, two from twice that): name parts and distinctive
   institution and address words, and an institution or address line cut short (the
@@ -91,6 +95,10 @@ PARTIAL_DATE_CHARS, PARTIAL_DATE_DIGITS = 6, 4
 #: Header values matched within edits (see the module notes): the least key length, and
 #: the least number of characters of distinctive words in a stretch of a value cut short.
 NEAR_CHARS, NEAR_OWN = 6, 2
+#: A header ID cut short (see the module notes): at least this many characters of it,
+#: squashed, and this many digits among them; after an ID label, fewer suffice.
+PARTIAL_ID_CHARS, PARTIAL_ID_DIGITS = 5, 4
+LABELLED_ID_CHARS, LABELLED_ID_DIGITS = 4, 3
 #: A full name read with errors (see the module notes): two words of at least
 #: ``PAIR_LETTERS`` characters, each within a third of its length in edits (one at
 #: least, ``PAIR_EDITS`` at most) of a different header name part as long.
@@ -129,9 +137,11 @@ _OVERLAY_TOKEN = re.compile(
 _TOKEN_SPLIT = re.compile(r"[\s,;:=()\[\]]+")
 _BIRTH_LABEL = re.compile(r"(?<![A-Z])(?:D\.?\s?O\.?\s?B\.?|BIRTH(?:\s?DATE)?|BORN)(?![A-Z])"
                           r"\s*[:#=.-]?\s*(?P<value>\S.*)", re.IGNORECASE)
-#: A patient's name label and its separator (``Pt:``, ``Patient Name:``; ``Name:`` only at
-#: the start of a line, where no other word names what it is: ``Protocol Name:``).
-_NAME_LABEL = re.compile(r"(?:(?<![A-Z])(?:PATIENT|PT|PAT)(?:\s?NAME)?|^\s*NAME)\s*[:;#]"
+#: A patient's or referring physician's name label and its separator (``Pt:``, ``Patient
+#: Name:``, ``Ref:``, ``Referring:``; ``Name:`` only at the start of a line, where no
+#: other word names what it is: ``Protocol Name:``).
+_NAME_LABEL = re.compile(r"(?:(?<![A-Z])(?:PATIENT|PT|PAT)(?:\s?NAME)?|^\s*NAME"
+                         r"|(?<![A-Z])REF(?:ERRING)?(?:\.?\s?PHYS(?:ICIAN)?\.?)?)\s*[:;#]"
                          r"(?P<value>.*)", re.IGNORECASE)
 #: A patient ID or accession label (``MRN``, ``PID``, ``ID:``, ``Acc#``, ``Accession No``).
 _ID_LABEL = re.compile(r"(?<![A-Z])(?:MRN|PID|(?:PATIENT\s?)?ID|ACC(?:ESSION)?(?:\s?(?:NO|NUM"
@@ -314,6 +324,9 @@ class _Keys:
     #: Whole folded institution and address values, with the positions of their
     #: distinctive characters, for lines cut short: (key, positions, entity).
     wholes: tuple[tuple[str, frozenset[int], str], ...] = ()
+    #: Header IDs (plain key, folded key), for the pieces a cut line leaves
+    #: (:func:`_id_piece`).
+    id_keys: tuple[tuple[str, str], ...] = ()
 
 
 @functools.lru_cache(maxsize=256)
@@ -350,8 +363,9 @@ def _keys(context: HeaderContext) -> _Keys:
         forms = _date_forms(day)
         values.update((k, _fold_squash(k), "DATE") for k in forms)
         pieces.update((p, _fold_squash(p)) for k in forms for p in _cut_short(k))
+    id_keys = tuple(sorted({(k, f) for k, f, entity in values if entity == "ID"}))
     return _Keys(tuple(sorted(names)), tuple(sorted(values)), tuple(sorted(pieces)),
-                 tuple(sorted(near)), tuple(sorted(wholes, key=lambda w: w[0])))
+                 tuple(sorted(near)), tuple(sorted(wholes, key=lambda w: w[0])), id_keys)
 
 
 def near_edits(length: int) -> int:
@@ -425,6 +439,8 @@ def _header_hits(text: str, context: HeaderContext) -> Iterator[_Hit]:
     if not dated and any(piece in plain or fpiece in folded
                          for piece, fpiece in keys.date_pieces):
         yield _Hit("DATE", _FOLDED, "header")
+    if _id_piece(text, folded, keys.id_keys):
+        yield _Hit("ID", _PARTIAL, "header")
     found = [(key, fkey) for key, fkey in keys.names if fkey in folded]
     yield from _near_hits(text, folded, keys, named=bool(found))
     if not found:
@@ -461,6 +477,28 @@ def _near_hits(text: str, folded: str, keys: _Keys, *, named: bool) -> Iterator[
         if entity not in seen and any(_piece_of(p, whole, own) for p in pieces):
             seen.add(entity)
             yield _Hit(entity, _PARTIAL, "header")
+
+
+def _id_piece(text: str, folded: str, ids: tuple[tuple[str, str], ...]) -> bool:
+    """Whether ``text`` holds a header ID cut short and not the whole ID: a prefix or
+    suffix of ``PARTIAL_ID_CHARS`` characters (``PARTIAL_ID_DIGITS`` digits) anywhere, or
+    of ``LABELLED_ID_CHARS`` (``LABELLED_ID_DIGITS``) right after an ID label
+    (``Accession:E269`` for ``E269212827``, the rest of the line in a box of its own)."""
+    if not ids or any(fkey in folded for _k, fkey in ids):
+        return False
+    label = _ID_LABEL.search(fold(text))
+    after = _fold_squash(label.group("value")) if label is not None else ""
+    for key, fkey in ids:
+        for size in range(LABELLED_ID_CHARS, len(key)):
+            for plain, piece in ((key[:size], fkey[:size]), (key[-size:], fkey[-size:])):
+                digits = sum(ch.isdigit() for ch in plain)
+                if (size >= PARTIAL_ID_CHARS and digits >= PARTIAL_ID_DIGITS
+                        and piece in folded):
+                    return True
+                if digits >= LABELLED_ID_DIGITS and (after.startswith(piece)
+                                                     or after.endswith(piece)):
+                    return True
+    return False
 
 
 def _name_pair(text: str, keys: _Keys) -> bool:
