@@ -384,7 +384,7 @@ def test_spaced_separators_and_glued_labels_are_read_through(text: str, entity: 
 
 @pytest.mark.parametrize("text", [
     "Im: 23 / 120", "1 / 2", "5 - 10 cm", "12 . 5 mm", "0.5 - 1.5", "TR 4000 / TE 90",
-    "ADOBE 12", "AXIALDOB",
+    "ADOBE 12", "AXIALDOB", "W1500 -600",
 ])
 def test_overlays_with_spaced_separators_or_label_letters_stay_overlays(text: str) -> None:
     assert one(text, EMPTY) is None

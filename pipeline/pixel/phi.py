@@ -268,9 +268,12 @@ def _hits(text: str, context: HeaderContext, tagger: PhiTagger,
     veto."""
     header = list(_header_hits(text, context))
     other: list[_Hit] = []
+    joined = _SPACED_SEPARATOR.sub(r"\1", text)
+    spaced_date = False  # "22.08. 1885": a date once the spaces are dropped
     for i, variant in enumerate(ocr_variants(text)):
         reader = tagger if i == 0 else rules
         for span in (*reader.tag(variant, context), *_INSTITUTIONS.tag(variant, context)):
+            spaced_date |= variant == joined != text and span.entity == "DATE"
             if span.source == "header":
                 header.append(_Hit(span.entity, _EXACT if i == 0 else _FOLDED, "header"))
             else:
@@ -284,8 +287,7 @@ def _hits(text: str, context: HeaderContext, tagger: PhiTagger,
         return [*header, *other, _Hit("ID", _SAFETY, "pattern")]
     if _caret_split_name(text):
         other.append(_Hit("NAME", 0.7, "dictionary"))
-    joined = _SPACED_SEPARATOR.sub(r"\1", text)  # "22.08. 1885" is no pair of numbers
-    if header or labelled or not _only_overlay(text) or not _only_overlay(joined):
+    if header or labelled or spaced_date or not _only_overlay(text):
         return header + other
     return []
 
