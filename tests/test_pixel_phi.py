@@ -442,3 +442,15 @@ def test_corrupted_header_values_are_always_flagged(seed: int, kind: str) -> Non
     found = decide([BOX], [Recognition(text, 0.8)], context)
     assert found, f"missed a {kind} (seed {seed})"
     assert found[0].entity == {"name": "NAME", "id": "ID", "date": "DATE"}[kind]
+
+
+
+def test_pieces_are_cut_from_ids_not_uids() -> None:
+    """An organisation's UID root is shared by every study: UIDs give no pieces."""
+    from pipeline.pixel.phi import _id_pieces
+
+    keys, pieces = _id_pieces(frozenset({"1.2.840.113619.2.55.3.12345", "B8031078"}))
+    assert keys == ("BBO3IO7B",)  # folded: 8 as B, 0 as O, 1 as I
+    assert ("BBO3I", True) in pieces  # 5 characters, 4 digits: enough alone
+    assert ("BBO3", False) in pieces  # 4 characters, 3 digits: after a label only
+    assert all(not p.startswith("IZB4O") for p, _ in pieces)

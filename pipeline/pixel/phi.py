@@ -114,6 +114,8 @@ _MIXED = re.compile(r"[A-Za-z0-9|]*\d[A-Za-z0-9|]*")
 _DIGIT_RUN = re.compile(r"\d{5,}")
 _INNER_A = re.compile(r"(?<=[A-Z])A(?=[A-Z])")
 _CARET_LIKE = re.compile(r"(?<=[^\W\d_])~(?=[^\W\d_])")
+#: A DICOM UID (digits and dots): not an ID whose pieces identify anyone.
+_UID_SHAPE = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 #: A separator between digits with spaces read around it (``22.08. 1885``).
 _SPACED_SEPARATOR = re.compile(r"(?<=\d)\s*([./-])\s*(?=\d)")
 #: A patient label glued to the letters before it (``AXIALMRN``): labels that occur
@@ -326,9 +328,10 @@ class _Keys:
     #: Whole folded institution and address values, with the positions of their
     #: distinctive characters, for lines cut short: (key, positions, entity).
     wholes: tuple[tuple[str, frozenset[int], str], ...] = ()
-    #: Header IDs (plain key, folded key), for the pieces a cut line leaves
-    #: (:func:`_id_piece`).
-    id_keys: tuple[tuple[str, str], ...] = ()
+    #: Folded header IDs (not UIDs), and the pieces a cut line leaves of them:
+    #: (folded piece, whether it is enough without a label) (:func:`_id_piece`).
+    id_keys: tuple[str, ...] = ()
+    id_pieces: tuple[tuple[str, bool], ...] = ()
 
 
 @functools.lru_cache(maxsize=256)
@@ -365,9 +368,30 @@ def _keys(context: HeaderContext) -> _Keys:
         forms = _date_forms(day)
         values.update((k, _fold_squash(k), "DATE") for k in forms)
         pieces.update((p, _fold_squash(p)) for k in forms for p in _cut_short(k))
-    id_keys = tuple(sorted({(k, f) for k, f, entity in values if entity == "ID"}))
+    id_keys, id_pieces = _id_pieces(context.ids)
     return _Keys(tuple(sorted(names)), tuple(sorted(values)), tuple(sorted(pieces)),
-                 tuple(sorted(near)), tuple(sorted(wholes, key=lambda w: w[0])), id_keys)
+                 tuple(sorted(near)), tuple(sorted(wholes, key=lambda w: w[0])), id_keys,
+                 id_pieces)
+
+
+def _id_pieces(ids: frozenset[str]) -> tuple[tuple[str, ...], tuple[tuple[str, bool], ...]]:
+    """Folded header IDs and their prefixes and suffixes (see :func:`_id_piece`). UIDs
+    are left out: their prefixes are an organisation's root, shared by every study."""
+    keys: set[str] = set()
+    pieces: dict[str, bool] = {}
+    for value in ids:
+        if _UID_SHAPE.fullmatch(value):
+            continue
+        key = _squash(value)
+        fkey = _fold_squash(key)
+        keys.add(fkey)
+        for size in range(LABELLED_ID_CHARS, len(key)):
+            for plain, piece in ((key[:size], fkey[:size]), (key[-size:], fkey[-size:])):
+                digits = sum(ch.isdigit() for ch in plain)
+                if digits >= LABELLED_ID_DIGITS:
+                    alone = size >= PARTIAL_ID_CHARS and digits >= PARTIAL_ID_DIGITS
+                    pieces[piece] = pieces.get(piece, False) or alone
+    return tuple(sorted(keys)), tuple(sorted(pieces.items()))
 
 
 def near_edits(length: int) -> int:
@@ -441,7 +465,7 @@ def _header_hits(text: str, context: HeaderContext) -> Iterator[_Hit]:
     if not dated and any(piece in plain or fpiece in folded
                          for piece, fpiece in keys.date_pieces):
         yield _Hit("DATE", _FOLDED, "header")
-    if _id_piece(text, folded, keys.id_keys):
+    if _id_piece(text, folded, keys):
         yield _Hit("ID", _PARTIAL, "header")
     found = [(key, fkey) for key, fkey in keys.names if fkey in folded]
     yield from _near_hits(text, folded, keys, named=bool(found))
@@ -481,26 +505,21 @@ def _near_hits(text: str, folded: str, keys: _Keys, *, named: bool) -> Iterator[
             yield _Hit(entity, _PARTIAL, "header")
 
 
-def _id_piece(text: str, folded: str, ids: tuple[tuple[str, str], ...]) -> bool:
+def _id_piece(text: str, folded: str, keys: _Keys) -> bool:
     """Whether ``text`` holds a header ID cut short and not the whole ID: a prefix or
     suffix of ``PARTIAL_ID_CHARS`` characters (``PARTIAL_ID_DIGITS`` digits) anywhere, or
     of ``LABELLED_ID_CHARS`` (``LABELLED_ID_DIGITS``) right after an ID label
     (``Accession:E269`` for ``E269212827``, the rest of the line in a box of its own)."""
-    if not ids or any(fkey in folded for _k, fkey in ids):
+    if not keys.id_pieces or any(fkey in folded for fkey in keys.id_keys):
         return False
+    if any(alone and piece in folded for piece, alone in keys.id_pieces):
+        return True
     label = _ID_LABEL.search(fold(text))
-    after = _fold_squash(label.group("value")) if label is not None else ""
-    for key, fkey in ids:
-        for size in range(LABELLED_ID_CHARS, len(key)):
-            for plain, piece in ((key[:size], fkey[:size]), (key[-size:], fkey[-size:])):
-                digits = sum(ch.isdigit() for ch in plain)
-                if (size >= PARTIAL_ID_CHARS and digits >= PARTIAL_ID_DIGITS
-                        and piece in folded):
-                    return True
-                if digits >= LABELLED_ID_DIGITS and (after.startswith(piece)
-                                                     or after.endswith(piece)):
-                    return True
-    return False
+    if label is None:
+        return False
+    after = _fold_squash(label.group("value"))
+    return any(after.startswith(piece) or after.endswith(piece)
+               for piece, _alone in keys.id_pieces)
 
 
 def _name_pair(text: str, keys: _Keys) -> bool:
