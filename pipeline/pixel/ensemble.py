@@ -8,17 +8,17 @@ speckle, image edges and traces (see ``benchmarks/RESULTS.md``, "what over-redac
 secondary only where the primary found no line there and the secondary is sure of a
 text line: a mean probability of at least ``min_score`` and at least ``min_aspect``
 times as wide as tall, and it holds at least ``min_glyphs`` separate marks
-(:func:`glyph_count`).
+(:func:`glyph_count`). The false boxes diagnosed on the real samples are weak (median
+mean probability 0.85 against 0.98 for text) and square-ish; a line of text is neither.
+The one confident line-shaped false box left on the real samples is a stretch of ECG
+trace: one or two connected strokes, where a line of text is a row of glyphs.
 
 "The primary found no line there" (:func:`claimed_share`): under ``max_claimed`` of the
-secondary box lies inside primary boxes of its own line scale (at most
-``LINE_SCALE`` times its height). Two things the primary does are not a line found:
-a box many lines tall over ultrasound texture that swallows a line with the speckle
-around it (read as one crop, the line is lost in it), and a neighbouring line's box
-that grazes the secondary's padded edge. The false boxes diagnosed on the real samples are weak
-(median mean probability 0.85 against 0.98 for text) and square-ish; a line of text is
-neither. The one confident line-shaped false box left on the real samples is a stretch
-of ECG trace: one or two connected strokes, where a line of text is a row of glyphs.
+secondary box lies inside primary boxes of its own line scale (at most ``LINE_SCALE``
+times its height). Two things the primary does are not a line found: a box many lines
+tall over ultrasound texture that swallows a line with the speckle around it (read as
+one crop, the line is lost in it), and a neighbouring line's box that grazes the
+secondary's padded edge.
 """
 
 from __future__ import annotations
