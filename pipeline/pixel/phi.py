@@ -383,14 +383,11 @@ def _id_pieces(ids: frozenset[str]) -> tuple[tuple[str, ...], tuple[tuple[str, b
         if _UID_SHAPE.fullmatch(value):
             continue
         key = _squash(value)
-        fkey = _fold_squash(key)
-        keys.add(fkey)
-        for size in range(LABELLED_ID_CHARS, len(key)):
-            for plain, piece in ((key[:size], fkey[:size]), (key[-size:], fkey[-size:])):
-                digits = sum(ch.isdigit() for ch in plain)
-                if digits >= LABELLED_ID_DIGITS:
-                    alone = size >= PARTIAL_ID_CHARS and digits >= PARTIAL_ID_DIGITS
-                    pieces[piece] = pieces.get(piece, False) or alone
+        keys.add(_fold_squash(key))
+        for cut in _cut_short(key, LABELLED_ID_CHARS, LABELLED_ID_DIGITS):
+            alone = len(cut) >= PARTIAL_ID_CHARS and _digits(cut) >= PARTIAL_ID_DIGITS
+            piece = _fold_squash(cut)
+            pieces[piece] = pieces.get(piece, False) or alone
     return tuple(sorted(keys)), tuple(sorted(pieces.items()))
 
 
@@ -427,13 +424,19 @@ def _piece_of(text: str, whole: str, own: frozenset[int]) -> bool:
                for start, size in _close_stretches(text, whole, near_edits(len(text))))
 
 
-def _cut_short(form: str) -> set[str]:
-    """The prefixes and suffixes of a squashed date rendering that a cut line may leave
-    (shorter than the whole, at least ``PARTIAL_DATE_CHARS`` long, with at least
-    ``PARTIAL_DATE_DIGITS`` digits)."""
-    cuts = {form[:k] for k in range(PARTIAL_DATE_CHARS, len(form))}
-    cuts |= {form[-k:] for k in range(PARTIAL_DATE_CHARS, len(form))}
-    return {c for c in cuts if sum(ch.isdigit() for ch in c) >= PARTIAL_DATE_DIGITS}
+def _cut_short(form: str, chars: int = PARTIAL_DATE_CHARS,
+               digits: int = PARTIAL_DATE_DIGITS) -> set[str]:
+    """The prefixes and suffixes of a squashed value (a date rendering by default) that a
+    cut line may leave: shorter than the whole, at least ``chars`` long, with at least
+    ``digits`` digits."""
+    cuts = {form[:k] for k in range(chars, len(form))}
+    cuts |= {form[-k:] for k in range(chars, len(form))}
+    return {c for c in cuts if _digits(c) >= digits}
+
+
+def _digits(text: str) -> int:
+    """Number of digits in ``text``."""
+    return sum(ch.isdigit() for ch in text)
 
 
 def _date_forms(day: datetime.date) -> set[str]:

@@ -37,6 +37,7 @@ from pipeline.pixel.types import (
     TextDetector,
     TextRecognizer,
     group_regions,
+    intersection,
 )
 from pipeline.profile.schema import DEFAULT_PIXEL, PixelSettings, RegionRule
 from pipeline.text import HeaderContext, PhiTagger
@@ -522,11 +523,9 @@ def _settled(
 
 def _share_inside(box: TextBox, other: TextBox) -> float:
     """Share of ``box``'s area inside ``other`` (0 when they lie on different frames)."""
-    width = min(box.x1, other.x1) - max(box.x0, other.x0)
-    height = min(box.y1, other.y1) - max(box.y0, other.y0)
-    if box.frame != other.frame or width <= 0 or height <= 0:
+    if box.frame != other.frame:
         return 0.0
-    return width * height / max(box.area, 1)
+    return intersection(box, other) / max(box.area, 1)
 
 
 def _merge(found: list[tuple[TextBox, str, float, str, str]]) -> list[PixelFinding]:

@@ -79,13 +79,16 @@ class Recognition:
         return f"Recognition(text=<{len(self.text)} chars>, score={self.score:.3f})"
 
 
-def overlap(a: TextBox, b: TextBox) -> float:
-    """Intersection area over the smaller box's area (0 when they do not meet)."""
+def intersection(a: TextBox, b: TextBox) -> int:
+    """Area the two boxes share (0 when they do not meet)."""
     width = min(a.x1, b.x1) - max(a.x0, b.x0)
     height = min(a.y1, b.y1) - max(a.y0, b.y0)
-    if width <= 0 or height <= 0:
-        return 0.0
-    return width * height / max(min(a.area, b.area), 1)
+    return width * height if width > 0 and height > 0 else 0
+
+
+def overlap(a: TextBox, b: TextBox) -> float:
+    """Intersection area over the smaller box's area (0 when they do not meet)."""
+    return intersection(a, b) / max(min(a.area, b.area), 1)
 
 
 def same_region(a: TextBox, b: TextBox) -> bool:
