@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.text import HeaderContext
-from pipeline.text.header import _matcher, _may_match
+from pipeline.text.header import _matcher, _may_match, _uids
 from pipeline.text.spans import fold
 
 _FAKE = Faker(["en_US", "de_DE", "fr_FR", "es_ES"])
@@ -23,7 +23,7 @@ def _regex_hits(text: str, context: HeaderContext) -> bool:
     matcher = _matcher(context)
     folded = fold(text)
     return any(regex.search(folded) for regex, _ in matcher.regexes) or any(
-        uid in folded for uid in matcher.uids
+        uid in folded for uid in _uids(context)
     )
 
 

@@ -147,6 +147,23 @@ def test_header_ids_shorter_than_three_characters_are_never_matched() -> None:
     assert HeaderValueTagger().tag("series 1 image 07", context) == ()
 
 
+def test_slices_of_one_series_share_compiled_patterns_but_match_only_their_own_uids() -> None:
+    from pipeline.text import header
+
+    def slice_context(uid: str, day: int) -> HeaderContext:
+        return HeaderContext(names=frozenset({"QUIMBY", "HARRIET"}),
+                             ids=frozenset({"0055123", uid}),
+                             dates=frozenset({datetime.date(2024, 1, day)}))
+
+    first = slice_context("1.2.826.0.1.3680043.8.498.111", 5)
+    second = slice_context("1.2.826.0.1.3680043.8.498.222", 6)
+    assert header._matcher(first) is header._matcher(second)
+    text = "QUIMBY 55123 uid 1.2.826.0.1.3680043.8.498.111"
+    assert tagged(HeaderValueTagger(), text, first) == [
+        ("QUIMBY", "NAME"), ("55123", "ID"), ("1.2.826.0.1.3680043.8.498.111", "ID")]
+    assert tagged(HeaderValueTagger(), text, second) == [("QUIMBY", "NAME"), ("55123", "ID")]
+
+
 # --- PatternTagger --------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("text", "covered", "entity"), [

@@ -53,7 +53,6 @@ class _Matcher:
     """The compiled regexes of one context."""
 
     regexes: tuple[tuple[re.Pattern[str], str], ...]
-    uids: frozenset[str]
 
 
 class HeaderValueTagger:
@@ -79,8 +78,9 @@ class HeaderValueTagger:
                     PhiSpan(m.start(), m.end(), entity, _CONFIDENCE, "header")
                     for m in regex.finditer(folded)
                 )
-            if matcher.uids:
-                spans.extend(_uid_spans(folded, matcher.uids))
+            uids = _uids(context)
+            if uids:
+                spans.extend(_uid_spans(folded, uids))
         if context.dates and any(ch.isdigit() for ch in text):
             spans.extend(
                 PhiSpan(c.start, c.end, "DATE", _CONFIDENCE, "header")
@@ -141,6 +141,7 @@ def _may_match(text: str, context: HeaderContext) -> bool:
     return any(key in squashed for key in _keys(context))
 
 
+_UID = re.compile(r"\d+(?:\.\d+){3,}")
 _UID_RUN = re.compile(r"(?<![\d.])\d[\d.]{8,}\d(?![\d.])")
 
 
@@ -151,11 +152,25 @@ def _uid_spans(text: str, uids: frozenset[str]) -> Iterator[PhiSpan]:
 
 
 @functools.lru_cache(maxsize=256)
+def _uids(context: HeaderContext) -> frozenset[str]:
+    """The instance UIDs among the context's IDs (matched whole, not by a regex)."""
+    return frozenset(v for v in context.ids if _UID.fullmatch(v))
+
+
 def _matcher(context: HeaderContext) -> _Matcher:
-    """Compile the regexes for one context (cached: one file's texts share it)."""
+    """The compiled regexes for ``context``: those of its names, IDs other than UIDs,
+    institutions and other values, which the slices of one series share (their UIDs,
+    dates and times differ), so a series compiles them once."""
+    uids = _uids(context)
+    return _compile(HeaderContext(names=context.names, ids=context.ids - uids,
+                                  institutions=context.institutions, other=context.other))
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(context: HeaderContext) -> _Matcher:
+    """Compile the regexes for one context of no UIDs and no dates (cached)."""
     vocabulary = clinical_vocabulary()
     regexes: list[tuple[re.Pattern[str], str]] = []
-    uids = frozenset(v for v in context.ids if re.fullmatch(r"\d+(?:\.\d+){3,}", v))
 
     def add(alternatives: Iterable[str], entity: str, before: str, after: str) -> None:
         alts = sorted({a for a in alternatives if a}, key=len, reverse=True)
@@ -168,7 +183,7 @@ def _matcher(context: HeaderContext) -> _Matcher:
         "NAME", _LETTER_BEFORE, _LETTER_AFTER)
     # scripts written without spaces between words (CJK): no token boundary to require
     add((_phrase(n, _NAME_SEP) for n in names if _UNSPACED.search(n)), "NAME", "", "")
-    for value in context.ids - uids:
+    for value in context.ids:
         pattern = _id_pattern(fold(value))
         if pattern is not None:
             regexes.append((re.compile(pattern, re.IGNORECASE), "ID"))
@@ -183,7 +198,7 @@ def _matcher(context: HeaderContext) -> _Matcher:
     add(_place_patterns(places, ADDRESS_WORDS, vocabulary, institution=False),
         "LOCATION", _LETTER_BEFORE, _LETTER_AFTER)
     logger.debug("compiled header matcher with %d regexes", len(regexes))
-    return _Matcher(tuple(regexes), uids)
+    return _Matcher(tuple(regexes))
 
 
 def _phrase(value: str, separator: str) -> str:
