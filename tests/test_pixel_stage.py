@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pydicom
@@ -293,6 +294,28 @@ def test_text_that_cannot_be_read_is_redacted_and_sent_for_review(text, score, s
     assert (finding.status, finding.source, finding.entity) == (status, source, "OTHER")
     assert outcome.requires_review == (status == "pending-review")
     assert (outcome.redaction is not None) == (status == "pending-review")
+
+
+class TentativeDetector(FakeDetector):
+    """Like FakeDetector, but not sure its boxes hold text (weak rows of the union)."""
+
+    def detect(self, image: np.ndarray) -> list[TextBox]:
+        return [replace(box, tentative=True) for box in super().detect(image)]
+
+
+@pytest.mark.parametrize(("text", "score", "kept"), [
+    (PHI["PatientName"].replace("^", " "), 0.95, True),  # read as PHI: redacted
+    ("W 400 L 40", 0.95, False),  # read as text that is not PHI: nothing recorded
+    ("", 0.0, False),  # unreadable: speckle, not a line the stage must send for review
+])
+def test_a_tentative_box_is_kept_only_when_read_as_phi(text, score, kept):
+    ds = make_ct(rows=64, columns=64, seed=8)
+    engines = PixelEngines(TentativeDetector([NAME_BOX]), FakeRecognizer([text, text], score))
+    outcome = clean_pixels(ds, compiled("dicom-basic", "clean-pixel-data").profile.pixel,
+                           HeaderContext.from_dataset(ds), engines)
+    assert [f.entity for f in outcome.findings] == (["NAME"] if kept else [])
+    assert (outcome.redaction is not None) == kept
+    assert not outcome.requires_review
 
 
 def test_an_unreadable_region_that_is_not_line_shaped_is_left_in_place():

@@ -7,6 +7,7 @@ import json
 import pickle
 import subprocess
 import sys
+from dataclasses import replace
 from importlib import resources
 
 import numpy as np
@@ -21,9 +22,11 @@ from pipeline.pixel.ensemble import (
     MAX_CLAIMED,
     MIN_GLYPHS,
     MIN_SCORE,
+    TENTATIVE_SCORE,
     UnionDetector,
     claimed_share,
     glyph_count,
+    join_rows,
 )
 from pipeline.pixel.ppocr import PPOCRDetector
 from pipeline.pixel.stage import engines_for
@@ -192,7 +195,8 @@ def dotted(shape: tuple[int, int] = (300, 300)) -> np.ndarray:
 
 @pytest.mark.parametrize(("extra", "joins"), [
     (TextBox(10, 10, 90, 20, 0.97), True),      # a confident line nobody found
-    (TextBox(10, 10, 90, 20, 0.90), False),     # weak: speckle and traces are
+    (TextBox(10, 10, 90, 20, 0.90), "tentative"),  # weak: speckle and traces are too
+    (TextBox(10, 10, 90, 20, 0.84), False),
     (TextBox(10, 10, 30, 20, 0.99), False),     # 2:1, square-ish: not a line
     (TextBox(10, 10, 34, 20, 0.99), False),     # 2.4:1
     (TextBox(10, 10, 35, 20, 0.99), True),      # exactly 2.5:1
@@ -206,7 +210,35 @@ def test_the_union_adds_only_confident_lines_the_primary_missed(extra: TextBox,
     union = UnionDetector(Fixed([PRIMARY]), Fixed([extra]))
     found = union.detect(dotted())
     assert found[0] == PRIMARY
-    assert found[1:] == ([extra] if joins else [])
+    if joins == "tentative":
+        assert found[1:] == [replace(extra, tentative=True)]
+    else:
+        assert found[1:] == ([extra] if joins else [])
+
+
+@pytest.mark.parametrize(("fragments", "rows"), [
+    # a faint line in two weak pieces, each too short for the aspect rule: one row
+    ([TextBox(10, 10, 34, 22, 0.90), TextBox(50, 12, 74, 20, 0.88)], [(10, 10, 74, 22)]),
+    # farther apart than ROW_GAP heights of the taller: two pieces, neither a line
+    ([TextBox(10, 10, 34, 22, 0.90), TextBox(53, 12, 77, 22, 0.88)], []),
+    # not on one row (overlap under half the lower one)
+    ([TextBox(10, 10, 34, 22, 0.90), TextBox(40, 17, 64, 29, 0.88)], []),
+    # a confident piece joins alone; a weak piece beside it is not chained to it
+    ([TextBox(10, 10, 60, 20, 0.97), TextBox(70, 10, 94, 20, 0.90)], []),
+])
+def test_weak_fragments_on_one_row_join_as_one_tentative_box(
+        fragments: list[TextBox], rows: list[tuple[int, int, int, int]]) -> None:
+    found = UnionDetector(Fixed([]), Fixed(fragments)).detect(dotted())
+    confident = [f for f in fragments if f.score >= MIN_SCORE]
+    assert [b for b in found if not b.tentative] == confident
+    assert [(b.x0, b.y0, b.x1, b.y1) for b in found if b.tentative] == rows
+    for row in (b for b in found if b.tentative):
+        assert TENTATIVE_SCORE <= row.score < MIN_SCORE
+
+
+def test_join_rows_scores_a_row_by_the_area_weighted_mean() -> None:
+    (row,) = join_rows([TextBox(0, 0, 30, 10, 0.9), TextBox(40, 0, 50, 10, 0.86)])
+    assert (row.x0, row.x1, row.score) == (0, 50, pytest.approx((300 * 0.9 + 100 * 0.86) / 400))
 
 
 @given(boxes=st.lists(st.builds(lambda x, y, w, h, s: TextBox(x, y, x + w, y + h, s),
@@ -220,7 +252,10 @@ def test_the_union_keeps_every_primary_box_and_adds_no_overlap(boxes: list[TextB
     found = UnionDetector(Fixed(primary), Fixed(secondary)).detect(image)
     assert found[:len(primary)] == primary
     for extra in found[len(primary):]:
-        assert extra in secondary and extra.score >= MIN_SCORE
+        if extra.tentative:
+            assert TENTATIVE_SCORE <= extra.score < MIN_SCORE
+        else:
+            assert extra in secondary and extra.score >= MIN_SCORE
         assert glyph_count(image, extra) >= MIN_GLYPHS
         assert claimed_share(extra, primary) < MAX_CLAIMED
         assert not any(p.height <= LINE_SCALE * extra.height and p.x0 <= extra.x0

@@ -19,18 +19,25 @@ times its height). Two things the primary does are not a line found: a box many 
 tall over ultrasound texture that swallows a line with the speckle around it (read as
 one crop, the line is lost in it), and a neighbouring line's box that grazes the
 secondary's padded edge.
+
+Faint text on anatomy (a 7 px date at contrast 0.45 over CT noise) is where PP-OCRv4
+finds nothing and our detector is less sure: its line comes out in fragments of mean
+probability 0.85 to 0.95, each too short to pass the aspect rule. Those fragments are
+chained into rows (:func:`join_rows`), and a row that passes the other rules joins as a
+*tentative* box (``TextBox.tentative``): the stage reads it and keeps it only when the
+text is PHI, so a weak box on speckle that reads as anything else changes nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from pipeline.pixel.types import TextBox, TextDetector, overlap
 
-__all__ = ["LINE_SCALE", "MAX_CLAIMED", "MIN_ASPECT", "MIN_GLYPHS", "MIN_SCORE",
-           "UnionDetector", "claimed_share", "glyph_count"]
+__all__ = ["LINE_SCALE", "MAX_CLAIMED", "MIN_ASPECT", "MIN_GLYPHS", "MIN_SCORE", "ROW_GAP",
+           "TENTATIVE_SCORE", "UnionDetector", "claimed_share", "glyph_count", "join_rows"]
 
 #: Least mean text probability of a secondary box that joins (see the module notes).
 MIN_SCORE = 0.95
@@ -42,6 +49,10 @@ MIN_GLYPHS = 3
 LINE_SCALE = 2.0
 #: A secondary box joins only when less than this share of it is claimed.
 MAX_CLAIMED = 0.25
+#: Least mean text probability of the secondary's fragments chained into a tentative row.
+TENTATIVE_SCORE = 0.85
+#: Widest gap between two fragments of one row, in heights of the taller one.
+ROW_GAP = 1.5
 
 
 def claimed_share(box: TextBox, primary: list[TextBox], line_scale: float = LINE_SCALE
@@ -55,6 +66,40 @@ def claimed_share(box: TextBox, primary: list[TextBox], line_scale: float = LINE
         claimed[max(other.y0 - box.y0, 0):max(other.y1 - box.y0, 0),
                 max(other.x0 - box.x0, 0):max(other.x1 - box.x0, 0)] = True
     return float(claimed.mean()) if claimed.size else 1.0
+
+
+def join_rows(boxes: list[TextBox], gap: float = ROW_GAP) -> list[TextBox]:
+    """``boxes`` chained into text rows: two boxes of one frame are on one row when the
+    taller is at most ``LINE_SCALE`` times the lower, they overlap vertically by half
+    the lower, and the gap between them is at most ``gap`` heights of the taller. A row's
+    box spans its members; its score is their area-weighted mean."""
+    group = list(range(len(boxes)))
+
+    def root(k: int) -> int:
+        while group[k] != k:
+            group[k] = group[group[k]]
+            k = group[k]
+        return k
+
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            b = boxes[j]
+            low, high = min(a.height, b.height), max(a.height, b.height)
+            if (a.frame == b.frame and low > 0 and high <= LINE_SCALE * low
+                    and min(a.y1, b.y1) - max(a.y0, b.y0) >= 0.5 * low
+                    and max(a.x0, b.x0) - min(a.x1, b.x1) <= gap * high):
+                group[root(i)] = root(j)
+    rows: dict[int, list[TextBox]] = {}
+    for k, box in enumerate(boxes):
+        rows.setdefault(root(k), []).append(box)
+    out = []
+    for members in rows.values():
+        area = sum(max(m.area, 1) for m in members)
+        out.append(TextBox(min(m.x0 for m in members), min(m.y0 for m in members),
+                           max(m.x1 for m in members), max(m.y1 for m in members),
+                           sum(m.score * max(m.area, 1) for m in members) / area,
+                           members[0].frame))
+    return out
 
 
 def glyph_count(image: np.ndarray, box: TextBox) -> int:
@@ -77,8 +122,8 @@ def glyph_count(image: np.ndarray, box: TextBox) -> int:
 @dataclass
 class UnionDetector:
     """A :class:`~pipeline.pixel.types.TextDetector`: ``primary``'s boxes, then the
-    confident line-shaped boxes of ``secondary`` that they do not claim (see the module
-    notes).
+    confident line-shaped boxes of ``secondary`` that they do not claim, then the
+    tentative rows of its weaker fragments (see the module notes).
 
     ``members`` names both for provenance (:func:`pipeline.registry.engine_refs`).
     """
@@ -89,6 +134,7 @@ class UnionDetector:
     min_aspect: float = MIN_ASPECT
     min_glyphs: int = MIN_GLYPHS
     max_claimed: float = MAX_CLAIMED
+    tentative_score: float = TENTATIVE_SCORE
 
     @property
     def members(self) -> tuple[TextDetector, TextDetector]:
@@ -103,7 +149,15 @@ class UnionDetector:
                 image: np.ndarray) -> list[TextBox]:
         """The union rule on two detectors' boxes of one image."""
         extra = [box for box in secondary
-                 if box.score >= self.min_score and box.width >= self.min_aspect * box.height
-                 and claimed_share(box, primary) < self.max_claimed
-                 and glyph_count(image, box) >= self.min_glyphs]
-        return [*primary, *extra]
+                 if box.score >= self.min_score and self._joins(box, primary, image)]
+        weak = [box for box in secondary if self.tentative_score <= box.score < self.min_score]
+        found = [*primary, *extra]
+        tentative = [replace(row, tentative=True) for row in join_rows(weak)
+                     if self._joins(row, found, image)]
+        return [*found, *tentative]
+
+    def _joins(self, box: TextBox, taken: list[TextBox], image: np.ndarray) -> bool:
+        """Line-shaped, not claimed by ``taken``, a row of marks."""
+        return (box.width >= self.min_aspect * box.height
+                and claimed_share(box, taken) < self.max_claimed
+                and glyph_count(image, box) >= self.min_glyphs)

@@ -206,12 +206,13 @@ def clean_pixels(
                     continue
                 if _inside(stored[id(box)], regions):  # blanked whatever it says: not read,
                     # but redacted in its own right, so its line goes with it (_extend_lines)
-                    found.append((stored[id(box)], "OTHER", 1.0, CLEARED, "region"))
+                    if not box.tentative:
+                        found.append((stored[id(box)], "OTHER", 1.0, CLEARED, "region"))
                     continue
                 settled = _settled(stored[id(box)], found)
                 if settled is None:
                     to_read.append(box)
-                else:  # another view already read this region well: same verdict
+                elif not box.tentative:  # another view already read this region well
                     found.append((stored[id(box)], *settled[1:]))
             if to_read:
                 texts = engines.recognizer.recognize(view.image, to_read)
@@ -251,7 +252,7 @@ def _read(
 ) -> list[tuple[TextBox, str, float, str, str]]:
     """The findings of read ``boxes`` of ``view`` (``stored``: their stored ink boxes, by
     id): PHI (widened by line following), unreadable lines, and text read as not PHI
-    (rejected)."""
+    (rejected); a tentative box not read as PHI leaves none."""
     phi = {id(f.box): f for f in decide(boxes, texts, reading.context, mode=reading.mode,
                                         entities=reading.entities, tagger=reading.tagger)}
     wider = follow_lines(view, [b for b in boxes if id(b) in phi],
@@ -259,6 +260,8 @@ def _read(
     out: list[tuple[TextBox, str, float, str, str]] = []
     for box, text in zip(boxes, texts, strict=True):
         finding = phi.get(id(box))
+        if finding is None and box.tentative:  # maybe not text: kept only as PHI
+            continue
         if finding is None and _unreadable_line(stored[id(box)], text):
             out.append((stored[id(box)], "OTHER", text.score, PENDING, "unreadable"))
         elif finding is None:
@@ -288,8 +291,9 @@ def _panel_pass(
     if panel is None:
         return []
     stretched = replace(view, image=panel.image, native=None)
+    sure = [box for box in boxes if not box.tentative]
     extra = [box for box in engines.detector.detect(panel.image)
-             if panel.holds(box) and claimed_share(box, boxes) < MAX_CLAIMED]
+             if panel.holds(box) and claimed_share(box, sure) < MAX_CLAIMED]
     stored = {id(box): _ink_box(stretched, box, margin) for box in extra}
     extra = [box for box in extra if stored[id(box)].area
              and not _inside(stored[id(box)], regions)

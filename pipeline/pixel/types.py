@@ -27,6 +27,9 @@ class TextBox:
         Detector confidence in [0, 1].
     frame : int
         Zero-based frame index in the dataset.
+    tentative : bool
+        The detector is not sure the box holds text: the stage keeps it only when its
+        text is read as PHI (a read that is not PHI, or no read, leaves no finding).
     """
 
     x0: int
@@ -35,6 +38,7 @@ class TextBox:
     y1: int
     score: float
     frame: int = 0
+    tentative: bool = False
 
     def __post_init__(self) -> None:
         if self.x1 < self.x0 or self.y1 < self.y0:
