@@ -38,7 +38,13 @@ def element_strings(
         return ascii_strings(raw.value, vr)
     if raw is not None and not isinstance(raw, RawDataElement) and raw.value is None:
         return []
-    return split_values(ds[tag].value)
+    values = split_values(ds[tag].value)
+    if vr in SINGLE_VALUED:
+        return values
+    # as ascii_strings reads them: leading spaces of these VRs are padding (pydicom keeps
+    # them once an element is converted, so the same bytes read two ways otherwise)
+    values = [v.strip(" ") for v in values]
+    return [] if values == [""] else values
 
 
 def ascii_strings(value: bytes, vr: str) -> list[str]:

@@ -284,3 +284,16 @@ def test_damaged_files_are_never_accepted_where_the_reader_refuses_them(tmp_path
         return
     if fast is not None:
         assert _observed(fast) == _observed(general)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_a_cleaned_value_with_leading_spaces_reads_the_same_on_both_paths(tmp_path, implicit):
+    """Hypothesis: ``' BBB'`` in an implicit VR file came out ``' [ID] '`` by the general
+    path (pydicom had converted the element, keeping the padding) and ``'[ID]'`` by the
+    fast path."""
+    ds = make_ct(PatientName="Doe^John")
+    ds.add_new(0x00102295, "LO", " BBB")  # Breed Registration Number: swept as an ID
+    compiled = _compile("dicom-basic", ("clean-descriptors",), tmp_path, set())
+    data = _bytes(ds, implicit)
+    assert _agrees(data, compiled) is True
+    assert _general(data, compiled).dataset.BreedRegistrationNumber == "[ID]"
