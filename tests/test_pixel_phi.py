@@ -102,6 +102,7 @@ def test_a_birth_date_label_without_a_date_is_not_one(text: str) -> None:
     ("Patient: JESSCA WAGNF", "NAME"),
     ("Patient Name; Qwv Zx", "NAME"),
     ("NAME: Jhn Sm1th", "NAME"),
+    ("ame: /ma Pode", "NAME"),          # "Name: Anna Poole" at 7 px, first letter lost
     ("MRN 92B5584O1", "ID"),            # 8 read as B, 0 as O
     ("Acc# RA2985", "ID"),
     ("Accession No: E7660", "ID"),
@@ -118,7 +119,8 @@ def test_a_patient_label_makes_its_value_phi_however_it_reads(text: str, entity:
 @pytest.mark.parametrize("text", [
     "Patient Position: HFS", "Protocol Name: T2 FSE", "Pt: 45 Y", "Patient:", "Outpatient: Yes",
     "SID 1000", "Ex: 4521", "ACCEL 1234", "MRN", "ID: 12", "Acc: --",
-    "Ref: 2.5", "Ref Line", "Preferred: yes", "REF: L",
+    "Ref: 2.5", "Ref Line", "Preferred: yes", "REF: L", "Frame: 12 of 30", "ame: 12",
+    "Game: on",
 ])
 def test_a_label_without_its_value_or_inside_another_word_is_not_phi(text: str) -> None:
     assert one(text, EMPTY) is None

@@ -141,8 +141,9 @@ _BIRTH_LABEL = re.compile(r"(?<![A-Z])(?:D\.?\s?O\.?\s?B\.?|BIRTH(?:\s?DATE)?|BO
                           r"\s*[:#=.-]?\s*(?P<value>\S.*)", re.IGNORECASE)
 #: A patient's or referring physician's name label and its separator (``Pt:``, ``Patient
 #: Name:``, ``Ref:``, ``Referring:``; ``Name:`` only at the start of a line, where no
-#: other word names what it is: ``Protocol Name:``).
-_NAME_LABEL = re.compile(r"(?:(?<![A-Z])(?:PATIENT|PT|PAT)(?:\s?NAME)?|^\s*NAME"
+#: other word names what it is: ``Protocol Name:``, and also with its first letter lost,
+#: as 7 px text at a crop's edge reads: ``ame: /ma Pode``).
+_NAME_LABEL = re.compile(r"(?:(?<![A-Z])(?:PATIENT|PT|PAT)(?:\s?NAME)?|^\s*N?AME"
                          r"|(?<![A-Z])REF(?:ERRING)?(?:\.?\s?PHYS(?:ICIAN)?\.?)?)\s*[:;#]"
                          r"(?P<value>.*)", re.IGNORECASE)
 #: A patient ID or accession label (``MRN``, ``PID``, ``ID:``, ``Acc#``, ``Accession No``).
