@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pipeline.pixel.types import TextBox, TextDetector, overlap
+from pipeline.pixel.types import TextBox, TextDetector, on_one_row, overlap
 
 __all__ = ["LINE_SCALE", "MAX_CLAIMED", "MIN_ASPECT", "MIN_GLYPHS", "MIN_SCORE", "ROW_GAP",
            "TENTATIVE_SCORE", "UnionDetector", "claimed_share", "glyph_count", "join_rows"]
@@ -84,10 +84,7 @@ def join_rows(boxes: list[TextBox], gap: float = ROW_GAP) -> list[TextBox]:
     for i, a in enumerate(boxes):
         for j in range(i + 1, len(boxes)):
             b = boxes[j]
-            low, high = min(a.height, b.height), max(a.height, b.height)
-            if (a.frame == b.frame and low > 0 and high <= LINE_SCALE * low
-                    and min(a.y1, b.y1) - max(a.y0, b.y0) >= 0.5 * low
-                    and max(a.x0, b.x0) - min(a.x1, b.x1) <= gap * high):
+            if min(a.height, b.height) > 0 and on_one_row(a, b, LINE_SCALE, gap):
                 group[root(i)] = root(j)
     rows: dict[int, list[TextBox]] = {}
     for k, box in enumerate(boxes):

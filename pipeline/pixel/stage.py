@@ -38,6 +38,7 @@ from pipeline.pixel.types import (
     TextRecognizer,
     group_regions,
     intersection,
+    on_one_row,
 )
 from pipeline.profile.schema import DEFAULT_PIXEL, PixelSettings, RegionRule
 from pipeline.text import HeaderContext, PhiTagger
@@ -471,14 +472,7 @@ def _same_line(a: TextBox, b: TextBox) -> bool:
     """Whether two boxes of one frame are neighbours on one text line: of like height
     (``LINE_HEIGHT_RATIO``), overlapping vertically by half the lower one, at most two
     heights apart."""
-    if a.frame != b.frame:
-        return False
-    low, height = min(a.height, b.height), max(a.height, b.height)
-    if height > LINE_HEIGHT_RATIO * low:
-        return False
-    vertical = min(a.y1, b.y1) - max(a.y0, b.y0)
-    gap = max(a.x0, b.x0) - min(a.x1, b.x1)
-    return vertical >= 0.5 * low and gap <= 2 * height
+    return on_one_row(a, b, LINE_HEIGHT_RATIO, 2.0)
 
 
 def _extend_lines(

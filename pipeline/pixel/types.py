@@ -95,6 +95,19 @@ def overlap(a: TextBox, b: TextBox) -> float:
     return intersection(a, b) / max(min(a.area, b.area), 1)
 
 
+def on_one_row(a: TextBox, b: TextBox, max_ratio: float, gap: float) -> bool:
+    """Whether two boxes of one frame are neighbours on one text row: the taller at most
+    ``max_ratio`` times the lower, overlapping vertically by half the lower, and at most
+    ``gap`` heights of the taller apart."""
+    if a.frame != b.frame:
+        return False
+    low, high = min(a.height, b.height), max(a.height, b.height)
+    if high > max_ratio * low:
+        return False
+    vertical = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return vertical >= 0.5 * low and max(a.x0, b.x0) - min(a.x1, b.x1) <= gap * high
+
+
 def same_region(a: TextBox, b: TextBox) -> bool:
     """Boxes of one frame that mostly overlap: one text region seen twice (e.g. two views)."""
     return a.frame == b.frame and overlap(a, b) > 0.5
